@@ -1,0 +1,3 @@
+from persist.cli import main
+
+raise SystemExit(main())

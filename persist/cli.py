@@ -1,0 +1,110 @@
+"""`persist train | summary | ...`: argparse lives here and nowhere else.
+
+Every user error, from a bad flag to a foreign output folder, is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from persist.config import PROFILES, PersistError, RunConfig
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_train(commands) -> None:
+    p = commands.add_parser("train", help="train the paper's model with minibatch persistency")
+    p.add_argument("--out", type=Path, required=True, help="run folder: manifest.json, epochs.jsonl, checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    p.add_argument("--profile", help=f"start from a named size profile ({', '.join(PROFILES)}); flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("run")
+    g.add_argument("--dataset", help="synthetic (default, offline) | cifar10 | digits")
+    g.add_argument("--data-root", help="folder holding cifar-10-batches-py (default ./data)")
+    g.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 if missing (needs network)")
+    g.add_argument("--pipeline", help="preloaded (default) | torchvision | dali")
+    g.add_argument("--batch-size", "-m", type=int, help="minibatch size m (default 256)")
+    g.add_argument("--persistency", "-K", type=int, help="SGD steps per loaded minibatch K (default 1)")
+    g.add_argument("--lr", type=float, help="learning rate mu (default 0.001)")
+    g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
+    g.add_argument("--lr-schedule", help="constant (default) | linear: k*mu on the k-th use of a batch")
+    g.add_argument("--epochs", type=int, help="passes over the distinct training data (default 1)")
+    g.add_argument("--seed", type=int, help="weights and batch order (default 0)")
+    g.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    g.add_argument("--width", type=float, help="model channel multiplier (1.0 = paper)")
+    g.add_argument("--train-size", type=int, help="use the first N training samples")
+    g.add_argument("--test-size", type=int, help="use the first N test samples")
+    g.add_argument("--loss-reduction", help="sum (paper) | mean")
+    g.add_argument("--delay-ms", type=float, help="extra delay per load, simulating slow storage")
+    g.add_argument("--eval-batch-size", type=int)
+    t = p.add_argument_group("torchvision pipeline")
+    t.add_argument("--num-workers", type=int)
+    t.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--prefetch-factor", type=int)
+    d = p.add_argument_group("DALI pipeline")
+    d.add_argument("--dali-threads", type=int)
+    d.add_argument("--dali-prefetch-depth", type=int)
+    d.add_argument("--dali-py-workers", type=int, help="parallel external source workers")
+    p.set_defaults(handler=_train)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Profile sizes first, then every flag the user gave; RunConfig validates the result."""
+    values = dict(PROFILES[args.profile]) if args.profile in PROFILES else {}
+    if args.profile is not None and args.profile not in PROFILES:
+        raise PersistError(f"profile={args.profile!r} is not allowed: choose one of {', '.join(PROFILES)}")
+    for f in fields(RunConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return RunConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from persist.progress import EpochProgress
+    from persist.run import train_run
+
+    config = config_from_args(args)
+    with EpochProgress(config, quiet=args.quiet) as progress:
+        train_run(config, args.out, resume=args.resume, on_epoch=progress.epoch_done, on_load=progress.load_done)
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from persist.summary import print_summary_file
+
+    print_summary_file(args.json)
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="persist", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _add_train(commands)
+    s = commands.add_parser("summary", help="the bench summary table from a saved --benchmark-json file")
+    s.add_argument("json", type=Path)
+    s.set_defaults(handler=_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PersistError as error:
+        print(f"persist {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"persist {args.command}: interrupted; finished epochs are on disk", file=sys.stderr)
+        return 130

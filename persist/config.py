@@ -1,0 +1,154 @@
+"""Run configuration: one frozen dataclass that validates itself, and the named size profiles.
+
+argparse lives only in cli.py; everything below it takes a RunConfig. `asdict(config)` is written into every run's
+manifest, so a record can always be traced back to exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+DATASETS = ("synthetic", "cifar10", "digits")
+PIPELINES = ("preloaded", "torchvision", "dali")
+LR_SCHEDULES = ("constant", "linear")
+LOSS_REDUCTIONS = ("sum", "mean")
+
+# Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
+PIPELINE_OPTIONS = {
+    "num_workers": "torchvision",
+    "pin_memory": "torchvision",
+    "persistent_workers": "torchvision",
+    "prefetch_factor": "torchvision",
+    "dali_threads": "dali",
+    "dali_prefetch_depth": "dali",
+    "dali_py_workers": "dali",
+}
+
+
+class PersistError(Exception):
+    """A problem the user can fix: the CLI prints the message as one line and exits with code 2."""
+
+
+class ConfigError(PersistError, ValueError):
+    """A configuration value is out of range."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    download: bool = False
+    pipeline: str = "preloaded"
+    batch_size: int = 256  # m
+    persistency: int = 1  # K: consecutive SGD steps per loaded minibatch
+    lr: float = 0.001  # mu
+    momentum: float = 0.5  # gamma
+    lr_schedule: str = "constant"  # "linear": lr = k*mu on the k-th use of a batch
+    epochs: int = 1
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    width: float = 1.0  # channel multiplier of the model; 1.0 is the paper's
+    train_size: int | None = None  # None: the whole training split
+    test_size: int | None = None
+    loss_reduction: str = "sum"  # the paper sums per-example gradients
+    delay_ms: float = 0.0  # extra host delay per load: simulates slow storage
+    eval_batch_size: int = 1000
+    # torchvision pipeline (None: not set; the pipeline picks its default)
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    persistent_workers: bool | None = None
+    prefetch_factor: int | None = None
+    # DALI pipeline
+    dali_threads: int | None = None
+    dali_prefetch_depth: int | None = None
+    dali_py_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("dataset", self.dataset, DATASETS)
+        _one_of("pipeline", self.pipeline, PIPELINES)
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("persistency", self.persistency, 1)
+        _at_least("epochs", self.epochs, 1)
+        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1)
+        _positive("lr", self.lr)
+        _positive("width", self.width)
+        if not (0.0 <= self.momentum < 1.0) or math.isnan(self.momentum):
+            raise ConfigError(f"momentum={self.momentum!r} is not allowed: use 0 <= momentum < 1")
+        if not (self.delay_ms >= 0.0 and math.isfinite(self.delay_ms)):
+            raise ConfigError(f"delay_ms={self.delay_ms!r} is not allowed: use a finite value >= 0")
+        _check_device(self.device)
+        self._check_pipeline_options()
+
+    def _check_pipeline_options(self) -> None:
+        for name, owner in PIPELINE_OPTIONS.items():
+            value = getattr(self, name)
+            if value is not None and owner != self.pipeline:
+                raise ConfigError(f"{name}={value!r} applies only to --pipeline {owner}, not to {self.pipeline}")
+        for name in ("num_workers", "dali_py_workers"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 0)
+        for name in ("prefetch_factor", "dali_threads", "dali_prefetch_depth"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 1)
+        if self.prefetch_factor is not None and not self.num_workers:
+            raise ConfigError(f"prefetch_factor={self.prefetch_factor} needs num_workers >= 1")
+        if self.persistent_workers and not self.num_workers:
+            raise ConfigError("persistent_workers=True needs num_workers >= 1")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def differences(self, other: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+        """Names of the fields whose values differ, except those in `ignore`."""
+        return [f.name for f in fields(self) if f.name not in ignore and getattr(self, f.name) != getattr(other, f.name)]
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name}={value!r} is not allowed: use an integer >= {low}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}={value!r} is not allowed: use a finite number > 0")
+
+
+def _check_device(device: str) -> None:
+    if device in ("auto", "cpu", "cuda"):
+        return
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return
+    raise ConfigError(f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N")
+
+
+# Named sizes. `smoke` keeps a 2-core CPU under minutes; `paper` is the paper's setup (Section 2.1).
+PROFILES: dict[str, dict] = {
+    "smoke": {"train_size": 2048, "test_size": 512, "width": 0.25, "epochs": 3},
+    "paper": {"train_size": 50_000, "test_size": 10_000, "width": 1.0, "epochs": 100},
+}
+
+
+def with_profile(config: RunConfig, profile: str) -> RunConfig:
+    """`config` with the sizes of a named profile (smoke | paper) applied."""
+    _one_of("profile", profile, tuple(PROFILES))
+    return replace(config, **PROFILES[profile])
+
+
+def from_dict(values: dict) -> RunConfig:
+    """Rebuild a RunConfig from a manifest, refusing unknown keys rather than dropping them."""
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}: this manifest is from another persist version")
+    return RunConfig(**values)

@@ -1,0 +1,57 @@
+"""Pipelines behind one protocol (base.Pipeline), built from a RunConfig by `make_pipeline`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import torch
+
+from persist.config import RunConfig
+from persist.data.base import Batch, ImageData, Pipeline, batch_indices, epoch_order
+from persist.data.datasets import DataError, load_dataset
+
+__all__ = ["DataError", "ImageData", "Pipeline", "batch_indices", "epoch_order", "load_dataset", "make_pipeline"]
+
+
+class DelayedPipeline:
+    """Adds a fixed host delay to every load, as slow storage would, so users can see when persistency pays."""
+
+    def __init__(self, inner: Pipeline, delay_ms: float, sleep=time.sleep):
+        self.inner, self.delay_s, self.sleep = inner, delay_ms / 1000, sleep
+        self.name = inner.name
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for batch in self.inner.epoch(epoch):
+            self.sleep(self.delay_s)
+            yield batch
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "delay_ms": self.delay_s * 1000}
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_pipeline(config: RunConfig, data: ImageData, device: torch.device) -> Pipeline:
+    args = (data, config.batch_size, config.seed, device)
+    if config.pipeline == "preloaded":
+        from persist.data.preloaded import PreloadedPipeline
+
+        pipeline = PreloadedPipeline(*args)
+    elif config.pipeline == "torchvision":
+        from persist.data.torchvision_loader import TorchvisionPipeline
+
+        pipeline = TorchvisionPipeline(*args, num_workers=config.num_workers or 0, pin_memory=config.pin_memory,
+                                       persistent_workers=bool(config.persistent_workers),
+                                       prefetch_factor=config.prefetch_factor)
+    else:
+        from persist.data.dali_loader import DaliPipeline
+
+        pipeline = DaliPipeline(*args, num_threads=config.dali_threads or 1,
+                                prefetch_queue_depth=config.dali_prefetch_depth or 2,
+                                py_num_workers=config.dali_py_workers or 0)
+    return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline

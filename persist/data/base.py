@@ -1,0 +1,75 @@
+"""The pipeline protocol and what every pipeline shares: the per-epoch order and the normalization.
+
+Pipelines may differ in time only, never in data. So the order of an epoch comes from one function,
+`epoch_order(n, seed, epoch)`, the batches are consecutive slices of it with the same drop-last rule
+(`loads = n // m`), and every pipeline normalizes with the same per-channel mean and std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A dataset as uint8 images (N, 32, 32, 3), HWC like the CIFAR-10 files, and int64 labels."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, float, float]  # per channel, on the 0..1 scale
+    std: tuple[float, float, float]
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
+            assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[-1] == 3, (x.dtype, x.shape)
+            assert y.dtype == torch.int64 and y.shape == x.shape[:1], (y.dtype, y.shape)
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Pipeline(Protocol):
+    """What the trainer sees: it never asks which pipeline it has.
+
+    `len(p)` is the number of loads (minibatches) per epoch. `p.epoch(e)` yields `(x, y)` already on the run's device:
+    x float32 NCHW normalized, y int64. Same seed and epoch give the same batches in the same order.
+    """
+
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int) -> Iterator[Batch]: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled sample order of one epoch, shared by every pipeline.
+
+    A CPU generator, on purpose: CUDA's randperm draws a different permutation for the same seed, and every pipeline
+    must see the same one. 50,000 indices take well under a millisecond, once per epoch.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def batch_indices(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Consecutive slices of `order`, dropping the incomplete last batch, identically for every pipeline."""
+    loads = len(order) // batch_size
+    return list(order[: loads * batch_size].view(loads, batch_size))
+
+
+def scaled_stats(data: ImageData) -> tuple[list[float], list[float]]:
+    """Mean and std on the 0..255 pixel scale, the form that DALI and the uint8 pipelines use."""
+    return [255.0 * v for v in data.mean], [255.0 * v for v in data.std]

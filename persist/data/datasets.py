@@ -1,0 +1,152 @@
+"""Datasets as uint8 HWC tensors: `synthetic` (offline default), `cifar10` (the standard folder) and `digits`.
+
+`synthetic` is CIFAR-shaped and learnable: every class has its own smooth colour pattern, and each image is that
+pattern, shifted and rescaled, under heavy pixel noise. A CNN picks it up within an epoch or two, a linear probe on
+raw pixels does not do it perfectly, and no two seeds give the same images. `digits` is scikit-learn's 8x8 handwritten
+digits (real images that ship inside the package), upscaled to 32x32x3.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from persist.config import ConfigError, PersistError, RunConfig
+from persist.data.base import ImageData
+
+SYNTHETIC_SEED = 20181203  # the data are fixed, like CIFAR's; the run seed varies init and order, not the images
+SYNTHETIC_SIZES = (50_000, 10_000)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR10_FOLDER = "cifar-10-batches-py"
+
+
+class DataError(PersistError):
+    """A dataset is missing or unreadable."""
+
+
+def load_dataset(config: RunConfig) -> ImageData:
+    """The dataset named by `config`, cut to `train_size`/`test_size` (the first samples of each split)."""
+    if config.dataset == "synthetic":
+        train_n = config.train_size or SYNTHETIC_SIZES[0]
+        test_n = config.test_size or SYNTHETIC_SIZES[1]
+        return synthetic(train_n, test_n)
+    full = cifar10(config.data_root or "data", config.download) if config.dataset == "cifar10" else digits()
+    return subset(full, config.train_size, config.test_size)
+
+
+def subset(data: ImageData, train_size: int | None, test_size: int | None) -> ImageData:
+    for name, limit, have in (("train_size", train_size, len(data.train_y)), ("test_size", test_size, len(data.test_y))):
+        if limit is not None and limit > have:
+            raise ConfigError(f"{name}={limit} is not allowed: {data.name} has {have} samples in that split")
+    return ImageData(
+        data.name,
+        data.train_x[:train_size],
+        data.train_y[:train_size],
+        data.test_x[:test_size],
+        data.test_y[:test_size],
+        data.mean,
+        data.std,
+    )
+
+
+def synthetic(train_size: int, test_size: int, seed: int = SYNTHETIC_SEED) -> ImageData:
+    generator = torch.Generator().manual_seed(seed)
+    # One smooth pattern per class: random 4x4 colours, upsampled, so the signal is spatial structure, not a pixel.
+    prototypes = F.interpolate(torch.rand(10, 3, 4, 4, generator=generator) * 2 - 1, size=32, mode="bilinear")
+    train_x, train_y = _synthetic_split(prototypes, train_size, generator)
+    test_x, test_y = _synthetic_split(prototypes, test_size, generator)
+    mean, std = channel_stats(train_x)
+    return ImageData("synthetic", train_x, train_y, test_x, test_y, mean, std)
+
+
+def _synthetic_split(prototypes: torch.Tensor, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    images = torch.empty(n, 32, 32, 3, dtype=torch.uint8)
+    for start in range(0, n, 8192):  # chunks keep the float intermediates small at 50k images
+        y = labels[start : start + 8192]
+        contrast = 40 + 40 * torch.rand(len(y), 1, 1, 1, generator=generator)
+        brightness = 20 * torch.randn(len(y), 1, 1, 1, generator=generator)
+        shifts = torch.randint(-4, 5, (2,), generator=generator).tolist()
+        pattern = torch.roll(prototypes[y], shifts=shifts, dims=(2, 3))
+        noise = 45 * torch.randn(len(y), 3, 32, 32, generator=generator)
+        pixels = 128 + contrast * pattern + brightness + noise
+        images[start : start + 8192] = pixels.clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
+    return images, labels
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale, accumulated in float64 over chunks."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), 8192):
+        chunk = images[start : start + 8192].to(torch.float64) / 255
+        total += chunk.sum(dim=(0, 1, 2))
+        total_sq += (chunk * chunk).sum(dim=(0, 1, 2))
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = (total_sq / count - mean * mean).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def cifar10(root: str, download: bool = False) -> ImageData:
+    folder = Path(root) / CIFAR10_FOLDER
+    if not folder.is_dir():
+        if not download:
+            raise DataError(
+                f"no CIFAR-10 at {folder}: pass --download (needs a network) or --data-root DIR with DIR/{CIFAR10_FOLDER}"
+            )
+        _download_cifar10(root)
+    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = _read_cifar_batch(folder / "test_batch")
+    train_x = torch.cat([x for x, _ in train])
+    train_y = torch.cat([y for _, y in train])
+    return ImageData("cifar10", train_x, train_y, test_x, test_y, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _download_cifar10(root: str) -> None:
+    from torchvision.datasets import CIFAR10  # fetches and checks the archive's md5, then unpacks cifar-10-batches-py
+
+    try:
+        CIFAR10(root, train=True, download=True)
+    except Exception as error:  # any network or archive failure becomes one line for the user
+        raise DataError(f"could not download CIFAR-10 into {root}: {error}") from error
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pickled CIFAR-10 batch: b'data' (n, 3072) uint8 in CHW order, b'labels' (n,) ints in 0..9."""
+    if not path.is_file():
+        raise DataError(f"CIFAR-10 batch file {path} is missing: the folder is incomplete")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    except Exception as error:  # unpickling garbage raises anything from EOFError to UnpicklingError
+        raise DataError(f"CIFAR-10 batch file {path} is corrupt: {type(error).__name__}: {error}") from error
+    if len(labels) != len(images) or labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"CIFAR-10 batch file {path} is corrupt: {len(images)} images, {len(labels)} labels")
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+
+
+def digits(test_fraction: float = 0.2) -> ImageData:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as error:
+        raise DataError("dataset digits needs scikit-learn: pip install scikit-learn") from error
+    bunch = load_digits()
+    # 8x8 grey levels 0..16 -> 32x32 (each pixel a 4x4 block), 0..255, three equal channels
+    grey = torch.from_numpy(bunch.images).mul(255 / 16).round().to(torch.uint8)
+    images = grey.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2).unsqueeze(-1).expand(-1, -1, -1, 3)
+    labels = torch.from_numpy(bunch.target).to(torch.int64)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_test = int(len(labels) * test_fraction)
+    train, test = order[n_test:], order[:n_test]
+    train_x = images[train].contiguous()
+    mean, std = channel_stats(train_x)
+    return ImageData("digits", train_x, labels[train], images[test].contiguous(), labels[test], mean, std)

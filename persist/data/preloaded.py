@@ -1,0 +1,61 @@
+"""The device-preloaded pipeline: the whole uint8 dataset lives on the device (after airbench's CifarLoader).
+
+One copy to the device at start, then per batch a gather (`index_select`) and an in-place normalize. Images are
+stored NCHW uint8 (3 KB each, 150 MB for CIFAR-10's training set); no float copy of the dataset ever exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from persist.data.base import Batch, ImageData, batch_indices, epoch_order, scaled_stats
+
+
+class DeviceImages:
+    """uint8 images and labels on the device, normalized one gathered batch at a time."""
+
+    def __init__(self, images_hwc: torch.Tensor, labels: torch.Tensor, data: ImageData, device: torch.device):
+        # NCHW once, here, so that every batch is a contiguous gather with no permute.
+        self.images = images_hwc.permute(0, 3, 1, 2).contiguous().to(device)
+        self.labels = labels.to(device)
+        mean, std = scaled_stats(data)
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.inv_std = (1.0 / torch.tensor(std, dtype=torch.float64)).float().to(device).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        x = self.images.index_select(0, index).float()
+        return x.sub_(self.mean).mul_(self.inv_std), self.labels.index_select(0, index)
+
+    def in_order(self, batch_size: int) -> Iterator[Batch]:
+        """Every sample once, in stored order, the last batch possibly short (for evaluation)."""
+        for start in range(0, len(self), batch_size):
+            x = self.images[start : start + batch_size].float()
+            yield x.sub_(self.mean).mul_(self.inv_std), self.labels[start : start + batch_size]
+
+
+class PreloadedPipeline:
+    name = "preloaded"
+
+    def __init__(self, data: ImageData, batch_size: int, seed: int, device: torch.device):
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.train = DeviceImages(data.train_x, data.train_y, data, device)
+
+    def __len__(self) -> int:
+        return len(self.train) // self.batch_size
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        # The order is drawn on the CPU (shared with the other pipelines) and sent over once per epoch.
+        order = epoch_order(len(self.train), self.seed, epoch).to(self.device, non_blocking=True)
+        for index in batch_indices(order, self.batch_size):
+            yield self.train.batch(index)
+
+    def describe(self) -> dict:
+        return {"pipeline": self.name, "device_bytes": self.train.images.numel() + 8 * len(self.train)}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,78 @@
+"""The standard path: a map-style Dataset with per-sample torchvision.transforms.v2 in a DataLoader.
+
+The DataLoader does not shuffle: its batch sampler replays the shared per-epoch order, so this pipeline feeds exactly
+the batches the preloaded one does, only slower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import v2
+
+from persist.data.base import Batch, ImageData, batch_indices, epoch_order
+
+
+class ArrayDataset(Dataset):
+    """uint8 HWC images with per-sample v2 transforms: ToImage -> ToDtype(float32, scale) -> Normalize."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std):
+        self.images, self.labels = images.numpy(), labels
+        self.transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]).as_subclass(torch.Tensor), self.labels[index]
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Yields the index lists of one epoch from the shared order; `set_epoch` picks the epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed, self.current_epoch = n, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.current_epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, self.seed, self.current_epoch)
+        return (index.tolist() for index in batch_indices(order, self.batch_size))
+
+
+class TorchvisionPipeline:
+    name = "torchvision"
+
+    def __init__(self, data: ImageData, batch_size: int, seed: int, device: torch.device, *, num_workers: int = 0,
+                 pin_memory: bool | None = None, persistent_workers: bool = False, prefetch_factor: int | None = None):
+        self.device = device
+        self.pin_memory = device.type == "cuda" if pin_memory is None else pin_memory
+        self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed)
+        self.options = {"num_workers": num_workers, "pin_memory": self.pin_memory,
+                        "persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
+        self.loader = DataLoader(ArrayDataset(data.train_x, data.train_y, data.mean, data.std),
+                                 batch_sampler=self.sampler, **self.options)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch)
+        for x, y in self.loader:
+            # non_blocking only overlaps when the host tensor is pinned; otherwise it is an ordinary copy
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def describe(self) -> dict:
+        return {"pipeline": self.name, **self.options}
+
+    def close(self) -> None:
+        # Shut persistent workers down now rather than at interpreter exit.
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()

@@ -1,0 +1,122 @@
+"""Per-step timing that names its clock: CUDA events on a GPU, the host clock on the CPU.
+
+On CUDA every step records two events (start of forward, end of optimizer step) on the current stream and nothing
+waits for them; `resolve()` synchronizes once, at the end of the epoch, and reads all the intervals. compute_s is the
+sum of the step intervals, gpu_idle_s the sum of the gaps between one step's end and the next one's start.
+On the CPU the work is synchronous, so the host clock at the same two points gives the same two sums.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    compute_s: float
+    gpu_idle_s: float
+    steps: int
+
+
+class StepClock(Protocol):
+    name: str
+
+    def begin_epoch(self, steps: int) -> None: ...
+
+    def step_start(self) -> None: ...
+
+    def step_end(self) -> None: ...
+
+    def resolve(self) -> StepTimes: ...
+
+
+def sum_intervals(starts: Sequence, ends: Sequence, elapsed_s: Callable[[object, object], float]) -> StepTimes:
+    """Busy time (start_i -> end_i) and idle time (end_i -> start_i+1), for any kind of time stamp."""
+    if len(starts) != len(ends):
+        raise RuntimeError(f"clock saw {len(starts)} step starts but {len(ends)} step ends")
+    compute_s = sum(elapsed_s(s, e) for s, e in zip(starts, ends, strict=True))
+    gpu_idle_s = sum(elapsed_s(e, s) for e, s in zip(ends[:-1], starts[1:], strict=True))
+    return StepTimes(compute_s, gpu_idle_s, len(starts))
+
+
+class HostClock:
+    name = "host"
+
+    def __init__(self, now: Callable[[], float] = time.perf_counter):
+        self.now = now
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def begin_epoch(self, steps: int) -> None:
+        self.starts, self.ends = [], []
+
+    def step_start(self) -> None:
+        self.starts.append(self.now())
+
+    def step_end(self) -> None:
+        self.ends.append(self.now())
+
+    def resolve(self) -> StepTimes:
+        return sum_intervals(self.starts, self.ends, lambda a, b: b - a)
+
+
+class CudaEventClock:
+    name = "cuda_events"
+
+    def __init__(self):
+        self.pool: list[torch.cuda.Event] = []
+        self.used = 0
+
+    def begin_epoch(self, steps: int) -> None:
+        # Events are made before the epoch starts, so the timed loop only records them.
+        while len(self.pool) < 2 * steps:
+            self.pool.append(torch.cuda.Event(enable_timing=True))
+        self.used = 0
+
+    def _record(self) -> None:
+        if self.used == len(self.pool):  # more steps than announced: grow rather than fail
+            self.pool.append(torch.cuda.Event(enable_timing=True))
+        self.pool[self.used].record()
+        self.used += 1
+
+    step_start = _record
+    step_end = _record
+
+    def resolve(self) -> StepTimes:
+        events = self.pool[: self.used]
+        if events:
+            events[-1].synchronize()  # deliberate sync: once per epoch, after the last step
+        return sum_intervals(events[0::2], events[1::2], lambda a, b: a.elapsed_time(b) / 1000)
+
+
+class NullClock:
+    """Times nothing; used to measure what the clock itself costs."""
+
+    name = "none"
+
+    def begin_epoch(self, steps: int) -> None:
+        pass
+
+    def step_start(self) -> None:
+        pass
+
+    step_end = step_start
+
+    def resolve(self) -> StepTimes:
+        return StepTimes(float("nan"), float("nan"), 0)
+
+
+def make_clock(device: torch.device) -> StepClock:
+    return CudaEventClock() if device.type == "cuda" else HostClock()
+
+
+def make_sync(device: torch.device) -> Callable[[], None]:
+    """The device is decided once: a real synchronize on CUDA, a no-op on the CPU."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None

@@ -1,0 +1,125 @@
+"""What a run leaves on disk, and how to read it back.
+
+OUT/manifest.json   config (asdict), versions, device, clock; rewritten atomically
+OUT/epochs.jsonl    one EpochRecord per finished epoch, appended, flushed and fsynced; never rewritten
+OUT/checkpoint.pt   model + optimizer after the last finished epoch, with that epoch's record; replaced atomically
+
+A kill at any moment loses at most the epoch in progress: the checkpoint is written before the record line, and on
+resume a checkpoint one epoch ahead of the records supplies the missing line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from persist.config import PersistError, RunConfig, from_dict
+
+MANIFEST, EPOCHS, CHECKPOINT = "manifest.json", "epochs.jsonl", "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based
+    wall_s: float  # host clock, epoch start to end, device synchronized at both ends (training only)
+    data_wait_s: float  # host time blocked fetching the next batch
+    compute_s: float  # sum over steps, forward start -> optimizer step end (clock below)
+    gpu_idle_s: float  # sum of gaps between consecutive steps (clock below)
+    eval_s: float  # test-set evaluation, timed apart from training
+    loads: int
+    steps: int
+    fresh_samples: int
+    sample_steps: int
+    train_loss: float  # mean per-example loss over every step of the epoch
+    test_loss: float  # mean per-example loss on the test set after the epoch
+    test_acc: float
+    clock: str  # cuda_events | host
+    device: str
+    nvml: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class RunDirError(PersistError):
+    """The output folder cannot take this run."""
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_manifest(out: Path) -> dict | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunDirError(f"{path} is unreadable ({error}): not a persist run folder") from error
+
+
+def read_records(out: Path, repair: bool = False) -> list[EpochRecord]:
+    """Finished epochs. Every record is one write ending in a newline, so text after the last newline is a line torn
+    by a kill: it is skipped, and cut off the file when `repair` (its epoch is still in the checkpoint)."""
+    path = out / EPOCHS
+    if not path.exists():
+        return []
+    text = path.read_text()
+    *complete, torn = text.split("\n")
+    records = []
+    for number, line in enumerate(complete, start=1):
+        try:
+            records.append(EpochRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise RunDirError(f"{path} line {number} is corrupt ({error}): not written by persist") from error
+    if repair and torn:
+        with open(path, "r+") as f:
+            f.truncate(len(text.encode()) - len(torn.encode()))
+    return records
+
+
+def append_record(out: Path, record: EpochRecord) -> None:
+    with open(out / EPOCHS, "a") as f:
+        f.write(json.dumps(record.as_dict()) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> list[EpochRecord]:
+    """Check that `out` can take this run; return the epochs already finished (empty for a new run)."""
+    manifest = read_manifest(out)
+    records = read_records(out, repair=resume) if manifest else []
+    if manifest is None:
+        if (out / EPOCHS).exists():
+            raise RunDirError(f"{out} holds {EPOCHS} but no {MANIFEST}: choose another --out")
+        return []
+    previous = from_dict(manifest["config"])
+    differ = previous.differences(config, ignore=("epochs",))
+    if differ:
+        shown = ", ".join(f"{n}={getattr(previous, n)!r} (now {getattr(config, n)!r})" for n in differ)
+        raise RunDirError(f"{out} holds a different run's records: {shown}; choose another --out")
+    if records and not resume:
+        raise RunDirError(f"{out} already holds {len(records)} finished epoch(s) of this run: pass --resume to continue")
+    return records if resume else []
+
+
+def load_runs(paths) -> pandas.DataFrame:  # noqa: F821 - pandas imported lazily, the trainer never needs it
+    """One row per finished epoch per run, with the run's config columns alongside (`run` names the folder)."""
+    import pandas
+
+    rows = []
+    for path in map(Path, paths):
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise RunDirError(f"{path} is not a persist run folder: no {MANIFEST}")
+        config = manifest["config"]
+        for record in read_records(path):
+            row = {"run": str(path), **config, **record.as_dict()}
+            row.pop("nvml")
+            rows.append(row)
+    return pandas.DataFrame(rows)

@@ -1,0 +1,106 @@
+"""A whole training run on disk: manifest, one record per finished epoch, a checkpoint, and resume.
+
+Order per epoch: train -> evaluate -> checkpoint (atomic) -> append the record (flushed, fsynced). A kill loses at
+most the epoch in progress; see records.py for how resume heals a kill between the last two writes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from persist.config import RunConfig
+from persist.model import parameter_count
+from persist.records import (CHECKPOINT, EpochRecord, RunDirError, append_record, prepare_run_dir, read_manifest,
+                             write_json_atomic)
+from persist.train import Trainer, device_name
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version(), "torch_cuda": torch.version.cuda,
+             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+    for package in ("persist", "torch", "torchvision", "numpy", "nvidia-dali-cuda120", "nvidia-ml-py"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
+    previous = read_manifest(out) or {}
+    write_json_atomic(out / "manifest.json", {
+        "config": trainer.config.as_dict(),
+        "versions": versions(),
+        "device": device_name(trainer.device),
+        "clock": trainer.clock.name,
+        "pipeline": trainer.pipeline.describe(),
+        "model_parameters": parameter_count(trainer.model),
+        "counts_per_epoch": trainer.counts,
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
+        "created_utc": previous.get("created_utc", _now_utc()),
+        "updated_utc": _now_utc(),
+        "status": status,
+    })
+
+
+def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
+    tmp = out / (CHECKPOINT + ".tmp")
+    torch.save({"epoch": record.epoch, "record": record.as_dict(), "model": trainer.model.state_dict(),
+                "optimizer": trainer.optimizer.state_dict()}, tmp)
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def restore(out: Path, trainer: Trainer, records: list[EpochRecord]) -> list[EpochRecord]:
+    """Load the checkpoint of the last finished epoch; supply its record line if a kill cut it off."""
+    path = out / CHECKPOINT
+    if not path.exists():
+        raise RunDirError(f"{out} has {len(records)} finished epoch(s) but no {CHECKPOINT}: cannot resume")
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    if state["epoch"] == len(records) + 1:  # killed after the checkpoint, before the record line
+        records = [*records, EpochRecord(**state["record"])]
+        append_record(out, records[-1])
+    if state["epoch"] != len(records):
+        raise RunDirError(f"{path} is at epoch {state['epoch']} but the records end at {len(records)}: cannot resume")
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    return records
+
+
+def train_run(config: RunConfig, out: Path, resume: bool = False, *, trainer: Trainer | None = None,
+              on_epoch: Callable[[EpochRecord], None] | None = None,
+              on_load: Callable[[int], None] | None = None) -> list[EpochRecord]:
+    """Train `config.epochs` epochs into `out`, continuing a finished prefix when `resume`; return all records."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = prepare_run_dir(out, config, resume)  # refuse a foreign folder before any expensive set-up
+    trainer = trainer or Trainer(config)
+    try:
+        if records or (resume and (out / CHECKPOINT).exists()):
+            records = restore(out, trainer, records)
+        write_manifest(out, trainer, "running")
+        for epoch in range(len(records) + 1, config.epochs + 1):
+            record = trainer.run_epoch(epoch, on_load)
+            save_checkpoint(out, trainer, record)
+            append_record(out, record)
+            records.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+        write_manifest(out, trainer, "finished")
+        return records
+    except BaseException as error:
+        write_manifest(out, trainer, f"stopped in epoch {len(records) + 1}: {type(error).__name__}: {error}")
+        raise
+    finally:
+        trainer.close()

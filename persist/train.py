@@ -1,0 +1,162 @@
+"""The training loop: epochs -> loads -> K steps on each loaded batch -> evaluation.
+
+The trainer never asks which pipeline it has. Per epoch it measures, as DESIGN.md defines them: wall_s (host clock,
+device synchronized at both ends), data_wait_s (host time blocked on the pipeline), compute_s and gpu_idle_s (from the
+step clock: CUDA events on a GPU, resolved once per epoch; the host clock on the CPU). Loss and accuracy accumulate on
+the device, so nothing waits for the GPU inside the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from persist.config import ConfigError, PersistError, RunConfig
+from persist.data import ImageData, Pipeline, load_dataset, make_pipeline
+from persist.data.preloaded import DeviceImages
+from persist.measure import StepClock, make_clock, make_sync
+from persist.measure.nvml import Sampler, open_sampler
+from persist.model import make_model
+from persist.optim import PaperSGD, set_lr
+from persist.records import EpochRecord
+from persist.reuse import counts, lr_of_use
+
+
+class PipelineError(PersistError):
+    """The input pipeline failed mid-epoch (a dead worker, say); finished epochs are already on disk."""
+
+
+class DivergedError(PersistError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device.index or 0
+        if index >= count:
+            raise ConfigError(f"device={spec!r} does not exist: this machine has {count} CUDA device(s); use cpu or auto")
+        return torch.device("cuda", index)
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+class Trainer:
+    """Model, paper-form optimizer, pipeline and clocks for one run; `train_epoch` and `evaluate` do the work."""
+
+    def __init__(self, config: RunConfig, data: ImageData | None = None, *, clock: StepClock | None = None,
+                 sampler: Sampler | None = None, now: Callable[[], float] = time.perf_counter):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.data = data if data is not None else load_dataset(config)
+        n = len(self.data.train_y)
+        if config.batch_size > n:
+            raise ConfigError(f"batch_size={config.batch_size} is not allowed: the training set has {n} samples")
+        self.pipeline: Pipeline = make_pipeline(config, self.data, self.device)
+        self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
+        self.model = make_model(config.width, config.seed, self.device)
+        self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)
+        self.lrs = lr_of_use(config.lr_schedule, config.lr, config.persistency)
+        self.clock = clock if clock is not None else make_clock(self.device)
+        self.sampler = sampler if sampler is not None else open_sampler(self.device)
+        self.sync = make_sync(self.device)
+        self.now = now
+        self.counts = counts(n, config.batch_size, config.persistency)
+        # the loss is summed per example in either reduction, so train_loss reads the same for sum and mean
+        self.loss_scale = 1.0 if config.loss_reduction == "sum" else float(config.batch_size)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        """One SGD step: forward, loss, backward, paper-form momentum update. No host sync."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(x), y, reduction=self.config.loss_reduction)
+        loss.backward()
+        self.optimizer.step()
+        loss_sum.add_(loss.detach(), alpha=self.loss_scale)
+
+    def train_epoch(self, epoch: int, on_load: Callable[[int], None] | None = None) -> dict:
+        """Train one epoch (1-based), reusing each loaded batch for K steps; return its timings and counts."""
+        self.model.train()
+        self.clock.begin_epoch(self.counts["steps"])
+        loss_sum = torch.zeros((), device=self.device)
+        data_wait_s, loads = 0.0, 0
+        self.sampler.start()
+        try:
+            self.sync()  # deliberate sync: the epoch starts on an idle device
+            start = self.now()
+            batches = iter(self.pipeline.epoch(epoch))
+            while True:
+                fetch_start = self.now()
+                batch = self._next_batch(batches, epoch, loads)
+                data_wait_s += self.now() - fetch_start
+                if batch is None:
+                    break
+                x, y = batch
+                for lr in self.lrs:  # minibatch persistency: K consecutive steps on the same batch
+                    set_lr(self.optimizer, lr)
+                    self.clock.step_start()
+                    self.step(x, y, loss_sum)
+                    self.clock.step_end()
+                loads += 1
+                if on_load is not None:
+                    on_load(loads)
+            self.sync()  # deliberate sync: the epoch ends when the device is done
+            wall_s = self.now() - start
+        finally:
+            nvml = self.sampler.stop()
+        times = self.clock.resolve()
+        steps = loads * self.config.persistency
+        train_loss = loss_sum.item() / max(1, steps * self.config.batch_size)  # deliberate sync, once per epoch
+        if not math.isfinite(train_loss):
+            raise DivergedError(
+                f"train loss became {train_loss} in epoch {epoch} (lr={self.config.lr}, schedule "
+                f"{self.config.lr_schedule}, K={self.config.persistency}): the run diverged; use a smaller --lr"
+            )
+        return {"epoch": epoch, "wall_s": wall_s, "data_wait_s": data_wait_s, "compute_s": times.compute_s,
+                "gpu_idle_s": times.gpu_idle_s, "loads": loads, "steps": steps,
+                "fresh_samples": loads * self.config.batch_size, "sample_steps": steps * self.config.batch_size,
+                "train_loss": train_loss, "clock": self.clock.name, "nvml": nvml}
+
+    def _next_batch(self, batches, epoch: int, loads: int):
+        try:
+            return next(batches, None)
+        except PersistError:
+            raise
+        except Exception as error:  # a dead worker or a broken source: one line, finished epochs stay on disk
+            raise PipelineError(
+                f"{self.pipeline.name} pipeline failed loading batch {loads + 1} of epoch {epoch}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Mean per-example test loss and top-1 accuracy, timed on its own."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.sync()  # deliberate sync: keep training's queued work out of eval_s
+        start = self.now()
+        for x, y in self.test.in_order(self.config.eval_batch_size):
+            logits = self.model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(dim=1) == y).sum()
+        n = len(self.test)
+        test_loss, test_acc = loss_sum.item() / n, correct.item() / n  # deliberate sync: the results
+        return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
+
+    def run_epoch(self, epoch: int, on_load: Callable[[int], None] | None = None) -> EpochRecord:
+        trained = self.train_epoch(epoch, on_load)
+        return EpochRecord(**trained, **self.evaluate(), device=device_name(self.device))
+
+    def close(self) -> None:
+        self.pipeline.close()
+        self.sampler.close()
