@@ -1,0 +1,75 @@
+import pytest
+
+from persist.config import ConfigError, RunConfig, from_dict, with_profile
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("persistency", 0, "integer >= 1"),
+        ("batch_size", 0, "integer >= 1"),
+        ("epochs", 0, "integer >= 1"),
+        ("lr", 0.0, "> 0"),
+        ("lr", -0.1, "> 0"),
+        ("lr", float("nan"), "> 0"),
+        ("pipeline", "tfdata", "preloaded, torchvision, dali"),
+        ("dataset", "imagenet", "synthetic, cifar10, digits"),
+        ("lr_schedule", "cosine", "constant, linear"),
+        ("loss_reduction", "max", "sum, mean"),
+        ("device", "tpu", "auto, cpu, cuda or cuda:N"),
+        ("momentum", 1.0, "0 <= momentum < 1"),
+        ("delay_ms", -1.0, ">= 0"),
+        ("width", 0.0, "> 0"),
+        ("train_size", 0, "integer >= 1"),
+    ],
+)
+def test_bad_values_name_the_value_and_what_is_allowed(field, value, allowed):
+    with pytest.raises(ConfigError) as error:
+        RunConfig(**{field: value})
+    message = str(error.value)
+    assert f"{field}={value!r}" in message and allowed in message
+    assert "\n" not in message
+
+
+def test_pipeline_options_are_refused_for_other_pipelines():
+    with pytest.raises(ConfigError, match=r"num_workers=2 applies only to --pipeline torchvision, not to preloaded"):
+        RunConfig(pipeline="preloaded", num_workers=2)
+    with pytest.raises(ConfigError, match=r"dali_threads=4 applies only to --pipeline dali, not to torchvision"):
+        RunConfig(pipeline="torchvision", dali_threads=4)
+    assert RunConfig(pipeline="torchvision", num_workers=2, prefetch_factor=4).prefetch_factor == 4
+    assert RunConfig(pipeline="dali", dali_threads=2).dali_threads == 2
+
+
+def test_worker_only_options_need_workers():
+    with pytest.raises(ConfigError, match="prefetch_factor=2 needs num_workers >= 1"):
+        RunConfig(pipeline="torchvision", prefetch_factor=2)
+    with pytest.raises(ConfigError, match="persistent_workers=True needs num_workers >= 1"):
+        RunConfig(pipeline="torchvision", persistent_workers=True, num_workers=0)
+
+
+def test_defaults_are_the_papers():
+    config = RunConfig()
+    assert (config.lr, config.momentum, config.loss_reduction, config.width) == (0.001, 0.5, "sum", 1.0)
+    assert config.persistency == 1 and config.lr_schedule == "constant"
+
+
+def test_config_is_frozen_and_round_trips_through_its_dict():
+    config = RunConfig(batch_size=512, persistency=5, lr_schedule="linear")
+    with pytest.raises(AttributeError):
+        config.batch_size = 3
+    assert from_dict(config.as_dict()) == config
+    with pytest.raises(ConfigError, match="unknown config field"):
+        from_dict({**config.as_dict(), "warp_speed": 9})
+
+
+def test_profiles_set_sizes():
+    assert with_profile(RunConfig(), "paper").train_size == 50_000
+    assert with_profile(RunConfig(), "smoke").width < 1
+    with pytest.raises(ConfigError, match="profile='huge'"):
+        with_profile(RunConfig(), "huge")
+
+
+def test_differences_lists_changed_fields():
+    a, b = RunConfig(batch_size=32), RunConfig(batch_size=64, epochs=9)
+    assert a.differences(b) == ["batch_size", "epochs"]
+    assert a.differences(b, ignore=("epochs",)) == ["batch_size"]

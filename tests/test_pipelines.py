@@ -1,0 +1,115 @@
+"""The pipelines differ in time only, never in data."""
+
+import os
+
+import pytest
+import torch
+
+from conftest import HAS_DALI
+from persist.config import PersistError, RunConfig
+from persist.data import DelayedPipeline, make_pipeline
+from persist.data.torchvision_loader import ArrayDataset
+from persist.train import PipelineError, Trainer
+
+CPU = torch.device("cpu")
+PIPELINES = ["preloaded", "torchvision", pytest.param("dali", marks=pytest.mark.dali)]
+
+
+def _epoch(data, pipeline, epoch=1, batch_size=32, **options):
+    config = RunConfig(pipeline=pipeline, batch_size=batch_size, seed=5, device="cpu", **options)
+    p = make_pipeline(config, data, CPU)
+    try:
+        return list(p.epoch(epoch)), len(p)
+    finally:
+        p.close()
+
+
+def _reference_batches(data, epoch=1, batch_size=32, seed=5):
+    """What every pipeline must yield, computed directly in float64 from the uint8 images."""
+    from persist.data import batch_indices, epoch_order
+
+    mean, std = torch.tensor(data.mean, dtype=torch.float64), torch.tensor(data.std, dtype=torch.float64)
+    for index in batch_indices(epoch_order(len(data.train_y), seed, epoch), batch_size):
+        x = data.train_x[index].permute(0, 3, 1, 2).double() / 255
+        yield ((x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).float(), data.train_y[index]
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_every_pipeline_yields_the_reference_batches(tiny_data, pipeline):
+    batches, loads = _epoch(tiny_data, pipeline, epoch=2)
+    expected = list(_reference_batches(tiny_data, epoch=2))
+    assert loads == len(batches) == len(expected) == 256 // 32
+    for (x, y), (ref_x, ref_y) in zip(batches, expected, strict=True):
+        assert x.dtype == torch.float32 and x.shape == (32, 3, 32, 32) and x.is_contiguous()
+        assert y.dtype == torch.int64 and torch.equal(y, ref_y)
+        torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_epochs_cover_every_sample_once_and_differ(tiny_data, pipeline):
+    first, _ = _epoch(tiny_data, pipeline, epoch=1, batch_size=64)
+    second, _ = _epoch(tiny_data, pipeline, epoch=2, batch_size=64)
+    assert sum(len(y) for _, y in first) == 256
+    assert not torch.equal(first[0][0], second[0][0])
+
+
+def test_torchvision_workers_change_speed_not_data(tiny_data):
+    serial, _ = _epoch(tiny_data, "torchvision")
+    parallel, _ = _epoch(tiny_data, "torchvision", num_workers=2, prefetch_factor=2)
+    for (a, ya), (b, yb) in zip(serial, parallel, strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+
+
+@pytest.mark.dali
+def test_dali_runs_consecutive_epochs_and_jumps(tiny_data):
+    """DALI prefetches into the next epoch; epochs in sequence and a jump (resume) must both be right."""
+    config = RunConfig(pipeline="dali", batch_size=32, seed=5, device="cpu", dali_prefetch_depth=3)
+    p = make_pipeline(config, tiny_data, CPU)
+    for epoch in (1, 2, 3, 7):
+        got = [y for _, y in p.epoch(epoch)]
+        expected = [y for _, y in _reference_batches(tiny_data, epoch=epoch)]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)), epoch
+    p.close()
+
+
+def test_delay_is_added_once_per_load(tiny_data, fake_clock):
+    inner = make_pipeline(RunConfig(batch_size=64, device="cpu"), tiny_data, CPU)
+    delayed = DelayedPipeline(inner, delay_ms=25.0, sleep=fake_clock.sleep)
+    assert len(list(delayed.epoch(1))) == 4
+    assert fake_clock.t == pytest.approx(4 * 0.025)
+    assert delayed.describe()["delay_ms"] == 25.0
+
+
+def test_dali_missing_says_how_to_install(tiny_data, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dali(name, *args, **kwargs):
+        if name.startswith("nvidia.dali"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dali)
+    with pytest.raises(PersistError, match=r"needs NVIDIA DALI: pip install 'persist\[dali\]'"):
+        make_pipeline(RunConfig(pipeline="dali", device="cpu"), tiny_data, CPU)
+
+
+def test_a_dead_worker_is_one_clear_error(tiny_data, tiny_config, monkeypatch):
+    from dataclasses import replace
+
+    config = replace(tiny_config, pipeline="torchvision", num_workers=1)
+    trainer = Trainer(config, tiny_data)
+    monkeypatch.setattr(ArrayDataset, "__getitem__", lambda self, i: os._exit(3))  # the worker dies hard
+    with pytest.raises(PipelineError, match=r"torchvision pipeline failed loading batch 1 of epoch 1: RuntimeError"):
+        trainer.train_epoch(1)
+    trainer.close()
+
+
+@pytest.mark.skipif(not HAS_DALI, reason="needs NVIDIA DALI")
+def test_manifest_options_are_recorded(tiny_data):
+    p = make_pipeline(RunConfig(pipeline="dali", dali_threads=2, device="cpu"), tiny_data, CPU)
+    assert p.describe() == {"pipeline": "dali", "device_id": None, "num_threads": 2, "prefetch_queue_depth": 2,
+                            "py_num_workers": 0}
+    t = make_pipeline(RunConfig(pipeline="torchvision", num_workers=1, device="cpu"), tiny_data, CPU)
+    assert t.describe()["num_workers"] == 1 and t.describe()["pin_memory"] is False

@@ -1,0 +1,148 @@
+"""The trainer and the run folder: counts, schedules, clocks, determinism, resume, and divergence."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from persist.measure.clock import HostClock
+from persist.records import EPOCHS, read_records
+from persist.run import train_run
+from persist.train import DivergedError, Trainer
+
+METRICS = ("train_loss", "test_loss", "test_acc", "loads", "steps", "fresh_samples", "sample_steps")
+
+
+def _metrics(records):
+    return [{k: getattr(r, k) for k in METRICS} for r in records]
+
+
+def test_an_epoch_is_one_pass_with_k_steps_per_load(tiny_data, tiny_config):
+    config = replace(tiny_config, persistency=3, lr_schedule="linear")
+    trainer = Trainer(config, tiny_data)
+    seen = []
+    real_step = trainer.step
+    trainer.step = lambda x, y, s: (seen.append((x.data_ptr(), trainer.optimizer.param_groups[0]["lr"])),
+                                    real_step(x, y, s))
+    record = trainer.run_epoch(1)
+    assert (record.loads, record.steps, record.fresh_samples, record.sample_steps) == (8, 24, 256, 768)
+    lrs = [lr for _, lr in seen]
+    assert lrs == [0.001, 0.002, 0.003] * 8  # k*mu on the k-th use
+    assert all(seen[i][0] == seen[i + 1][0] == seen[i + 2][0] for i in range(0, 24, 3))  # same batch K times
+    assert record.clock == "host" and record.device == "cpu"
+    assert record.compute_s > 0 and record.wall_s >= record.compute_s and record.eval_s > 0
+
+
+def test_time_accounting_puts_a_planted_delay_in_data_time(tiny_data, tiny_config, fake_clock):
+    """With a clock that only the delay moves, every second of the delay must land in data_wait_s."""
+    config = replace(tiny_config, delay_ms=40.0, persistency=2)
+    trainer = Trainer(config, tiny_data, clock=HostClock(now=fake_clock.now), now=fake_clock.now)
+    trainer.pipeline.sleep = fake_clock.sleep
+    stats = trainer.train_epoch(1)
+    assert stats["data_wait_s"] == pytest.approx(8 * 0.040)
+    assert stats["wall_s"] == pytest.approx(8 * 0.040)
+    assert stats["compute_s"] == 0
+    assert stats["gpu_idle_s"] == pytest.approx(7 * 0.040)  # the device idles through the 7 waits between loads
+
+
+@pytest.mark.slow
+def test_real_delay_follows_the_load_plus_compute_model(tiny_data, tiny_config):
+    """Real clock: per load, data wait is d plus the pipeline's own load time; the epoch is loads*(d+load)+compute."""
+    base = Trainer(replace(tiny_config, persistency=2), tiny_data)
+    base.train_epoch(1)  # warm-up
+    plain = base.train_epoch(2)
+    delayed = Trainer(replace(tiny_config, persistency=2, delay_ms=30.0), tiny_data)
+    delayed.train_epoch(1)
+    slow = delayed.train_epoch(2)
+    load_s = plain["data_wait_s"] / plain["loads"]
+    assert slow["data_wait_s"] / slow["loads"] == pytest.approx(0.030 + load_s, rel=0.05)
+    predicted = slow["loads"] * (0.030 + load_s) + slow["compute_s"]  # gpu_idle_s already holds the waits
+    assert slow["wall_s"] == pytest.approx(predicted, rel=0.05)
+
+
+def test_same_seed_same_metrics(tiny_data, tiny_config, tmp_path):
+    a = train_run(tiny_config, tmp_path / "a", trainer=Trainer(tiny_config, tiny_data))
+    b = train_run(tiny_config, tmp_path / "b", trainer=Trainer(tiny_config, tiny_data))
+    assert _metrics(a) == _metrics(b)
+    c = train_run(replace(tiny_config, seed=1), tmp_path / "c", trainer=Trainer(replace(tiny_config, seed=1), tiny_data))
+    assert _metrics(a) != _metrics(c)
+
+
+def test_mean_reduction_with_m_times_lr_is_the_sum(tiny_data, tiny_config):
+    """Sum of per-example gradients at mu equals their mean at m*mu: the reduction is only a rescaled lr."""
+    summed = Trainer(tiny_config, tiny_data).train_epoch(1)
+    mean_config = replace(tiny_config, loss_reduction="mean", lr=tiny_config.lr * tiny_config.batch_size)
+    averaged = Trainer(mean_config, tiny_data).train_epoch(1)
+    assert averaged["train_loss"] == pytest.approx(summed["train_loss"], rel=1e-4)
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tiny_config, tmp_path):
+    config = replace(tiny_config, epochs=3, persistency=2)
+    whole = train_run(config, tmp_path / "whole", trainer=Trainer(config, tiny_data))
+
+    def kill_in_epoch_3(loads):
+        if len(read_records(tmp_path / "cut")) == 2 and loads == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", trainer=Trainer(config, tiny_data), on_load=kill_in_epoch_3)
+    lines_before = (tmp_path / "cut" / EPOCHS).read_text()
+    assert len(lines_before.splitlines()) == 2
+    manifest = json.loads((tmp_path / "cut" / "manifest.json").read_text())
+    assert manifest["status"].startswith("stopped in epoch 3")
+    resumed = train_run(config, tmp_path / "cut", resume=True, trainer=Trainer(config, tiny_data))
+    assert (tmp_path / "cut" / EPOCHS).read_text().startswith(lines_before)  # earlier lines untouched
+    assert _metrics(resumed) == _metrics(whole)
+
+
+def test_resume_heals_a_kill_between_checkpoint_and_record(tiny_data, tiny_config, tmp_path):
+    out = tmp_path / "run"
+    train_run(tiny_config, out, trainer=Trainer(tiny_config, tiny_data))
+    lines = (out / EPOCHS).read_text().splitlines()
+    (out / EPOCHS).write_text(lines[0] + "\n" + lines[1][:25])  # epoch 2's line torn mid-write
+    records = train_run(tiny_config, out, resume=True, trainer=Trainer(tiny_config, tiny_data))
+    assert [r.epoch for r in records] == [1, 2]
+    assert (out / EPOCHS).read_text().splitlines() == lines
+
+
+def test_resume_can_extend_a_finished_run(tiny_data, tiny_config, tmp_path):
+    out = tmp_path / "run"
+    train_run(tiny_config, out, trainer=Trainer(tiny_config, tiny_data))
+    longer = replace(tiny_config, epochs=3)
+    records = train_run(longer, out, resume=True, trainer=Trainer(longer, tiny_data))
+    assert [r.epoch for r in records] == [1, 2, 3]
+
+
+def test_divergence_is_an_error_and_keeps_finished_epochs(tiny_data, tiny_config, tmp_path):
+    config = replace(tiny_config, lr=1e6, epochs=3)
+    with pytest.raises(DivergedError, match=r"train loss became nan in epoch \d .*use a smaller --lr"):
+        train_run(config, tmp_path / "run", trainer=Trainer(config, tiny_data))
+
+
+def test_batch_larger_than_training_set_is_refused(tiny_data, tiny_config):
+    from persist.config import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_size=512 is not allowed: the training set has 256 samples"):
+        Trainer(replace(tiny_config, batch_size=512), tiny_data)
+
+
+def test_missing_cuda_device_is_refused():
+    from persist.config import ConfigError
+    from persist.train import resolve_device
+
+    with pytest.raises(ConfigError, match=r"device='cuda:7' does not exist: this machine has \d+ CUDA device"):
+        resolve_device("cuda:7")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_test_loss_falls_on_real_digits(tmp_path):
+    """scikit-learn's digits are real images: a few epochs of the paper's setup must lower the test loss."""
+    from persist.config import RunConfig
+
+    config = RunConfig(dataset="digits", batch_size=64, persistency=2, width=0.25, epochs=5, device="cpu")
+    records = train_run(config, tmp_path / "digits")
+    losses = [r.test_loss for r in records]
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert records[-1].test_acc > 0.5
