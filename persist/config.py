@@ -134,7 +134,7 @@ def _check_device(device: str) -> None:
 
 # Named sizes. `smoke` keeps a 2-core CPU under minutes; `paper` is the paper's setup (Section 2.1).
 PROFILES: dict[str, dict] = {
-    "smoke": {"train_size": 2048, "test_size": 512, "width": 0.25, "epochs": 3},
+    "smoke": {"train_size": 1024, "test_size": 256, "width": 0.125, "epochs": 3},
     "paper": {"train_size": 50_000, "test_size": 10_000, "width": 1.0, "epochs": 100},
 }
 

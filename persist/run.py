@@ -34,6 +34,24 @@ def versions() -> dict:
     return found
 
 
+def machine_info(device: torch.device) -> dict:
+    """Versions plus what the accelerator is: name, driver and CUDA (or why there is none)."""
+    info = {**versions(), "cpu_count": os.cpu_count(), "device": device_name(device)}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, gpu_sm_count=props.multi_processor_count)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+        except Exception as error:  # no NVML: say so rather than guess
+            info["driver"] = f"unknown (NVML: {error})"
+    else:
+        info["gpu_name"] = f"none (device {device.type}; CUDA available: {torch.cuda.is_available()})"
+    return info
+
+
 def _now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

@@ -1,0 +1,137 @@
+"""The persist benchmark suite: options, the grid's sizes, machine info, and the rich summary at the end.
+
+    pytest bench --benchmark-json out.json                      # auto: paper sizes on CUDA, smoke sizes on CPU
+    pytest bench --persist-profile paper --persist-device cuda:1
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+from persist.config import PROFILES, RunConfig
+from persist.data import load_dataset
+from persist.run import machine_info as persist_machine_info
+from persist.train import Trainer, device_name, resolve_device
+
+BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
+PERSISTENCIES = (1, 2, 5)
+PIPELINES = ("preloaded", "torchvision", "dali")
+# pipeline-only cells need more loads per epoch than the smoke training set gives
+PIPELINE_ONLY_SAMPLES = {"smoke": 8192, "paper": 50_000}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("persist")
+    group.addoption("--persist-profile", default="auto", choices=("auto", "smoke", "paper"),
+                    help="sizes: paper on CUDA and smoke on CPU when auto")
+    group.addoption("--persist-device", default="auto", help="auto | cpu | cuda | cuda:N")
+    group.addoption("--persist-dataset", default="synthetic", help="synthetic | cifar10 | digits")
+    group.addoption("--persist-data-root", default=None, help="folder holding cifar-10-batches-py")
+    group.addoption("--persist-rounds", type=int, default=3, help="timed rounds per cell, after 1 warm-up round")
+
+
+@dataclass(frozen=True)
+class BenchSetup:
+    profile: str
+    device: torch.device
+    base: RunConfig  # the profile's sizes on the chosen device and dataset
+    batch_sizes: tuple[int, ...]
+    rounds: int
+
+
+def _setup(config) -> BenchSetup:
+    device = resolve_device(config.getoption("--persist-device"))
+    profile = config.getoption("--persist-profile")
+    if profile == "auto":
+        profile = "paper" if device.type == "cuda" else "smoke"
+    sizes = {k: v for k, v in PROFILES[profile].items() if k != "epochs"}
+    base = RunConfig(dataset=config.getoption("--persist-dataset"), data_root=config.getoption("--persist-data-root"),
+                     device=str(device), **sizes)
+    return BenchSetup(profile, device, base, BATCH_SIZES[profile], config.getoption("--persist-rounds"))
+
+
+def pytest_configure(config):
+    config.persist_setup = _setup(config)
+
+
+def pytest_generate_tests(metafunc):
+    """The grid: pipeline x m x K, with m from the profile (smoke keeps every pipeline and every K)."""
+    setup = metafunc.config.persist_setup
+    if "batch_size" in metafunc.fixturenames:
+        metafunc.parametrize("batch_size", setup.batch_sizes, ids=[f"m{m}" for m in setup.batch_sizes])
+
+
+@pytest.fixture(scope="session")
+def setup(pytestconfig) -> BenchSetup:
+    return pytestconfig.persist_setup
+
+
+@pytest.fixture(scope="session")
+def bench_data(setup):
+    return load_dataset(setup.base)
+
+
+@pytest.fixture(params=PIPELINES)
+def pipeline(request):
+    if request.param == "dali":
+        pytest.importorskip("nvidia.dali", reason="DALI is not installed: pip install 'persist[dali]'")
+    return request.param
+
+
+def median_of(rounds: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
+
+
+def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1, setup=None) -> list[dict]:
+    """pedantic over whole training epochs (each a new epoch number); the timed rounds' stats are returned."""
+    results, epochs = [], itertools.count(1)
+    benchmark.pedantic(lambda: results.append(trainer.train_epoch(next(epochs))), setup=setup, rounds=rounds,
+                       warmup_rounds=warmup_rounds, iterations=1)
+    return results[warmup_rounds:]
+
+
+def epoch_extra_info(config: RunConfig, trainer: Trainer, timed: list[dict]) -> dict:
+    wall_s = median_of(timed, "wall_s")
+    last = timed[-1]
+    return {
+        "kind": "train_epoch", "pipeline": config.pipeline, "batch_size": config.batch_size,
+        "persistency": config.persistency, "lr_schedule": config.lr_schedule, "delay_ms": config.delay_ms,
+        "device": device_name(trainer.device), "clock": last["clock"],
+        "wall_s": wall_s, "data_wait_s": median_of(timed, "data_wait_s"), "compute_s": median_of(timed, "compute_s"),
+        "gpu_idle_s": median_of(timed, "gpu_idle_s"), "loads": last["loads"], "steps": last["steps"],
+        "fresh_samples": last["fresh_samples"], "sample_steps": last["sample_steps"],
+        "fresh_img_per_s": last["fresh_samples"] / wall_s, "sample_steps_per_s": last["sample_steps"] / wall_s,
+        "nvml": last["nvml"], "config": config.as_dict(), "pipeline_options": trainer.pipeline.describe(),
+    }
+
+
+@pytest.fixture
+def cell_config(setup, pipeline, batch_size) -> RunConfig:
+    return replace(setup.base, pipeline=pipeline, batch_size=batch_size)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["persist"] = persist_machine_info(config.persist_setup.device)
+    machine_info["persist"]["profile"] = config.persist_setup.profile
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, config):
+    session = getattr(config, "_benchmarksession", None)  # pytest-benchmark keeps its results here
+    if session is None or not session.benchmarks:
+        return
+    import io
+
+    from rich.console import Console
+
+    from persist.summary import print_summary
+
+    text = io.StringIO()
+    console = Console(file=text, width=max(120, terminalreporter._tw.fullwidth), force_terminal=terminalreporter.hasmarkup)
+    print_summary([b.as_dict(include_data=False) for b in session.benchmarks], console)
+    terminalreporter.write("\n" + text.getvalue())

@@ -1,0 +1,83 @@
+"""Hand-written loops that persist's pipelines are measured against, side by side in the same run.
+
+Each is what a user writes without persist: airbench-style gathers on the device, the pytorch/examples DataLoader loop,
+and a DALI loop in the style of DALI's own external-source examples. Each runs one epoch and returns nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from persist.data.base import ImageData, scaled_stats
+from persist.data.torchvision_loader import ArrayDataset
+
+
+def preloaded_loop(data: ImageData, batch_size: int, device: torch.device):
+    images = data.train_x.permute(0, 3, 1, 2).contiguous().to(device)
+    labels = data.train_y.to(device)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in scaled_stats(data))
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    def epoch():
+        order = torch.randperm(len(labels), device=device)
+        for i in range(len(labels) // batch_size):
+            index = order[i * batch_size : (i + 1) * batch_size]
+            x = images.index_select(0, index).float().sub_(mean).div_(std)
+            labels.index_select(0, index)
+        sync()
+        return x
+
+    return epoch
+
+
+def dataloader_loop(data: ImageData, batch_size: int, device: torch.device, num_workers: int = 0):
+    loader = DataLoader(ArrayDataset(data.train_x, data.train_y, data.mean, data.std), batch_size=batch_size,
+                        shuffle=True, drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+
+    def epoch():
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sync()
+
+    return epoch
+
+
+def dali_loop(data: ImageData, batch_size: int, device: torch.device, num_threads: int = 1):
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator
+
+    images, labels = data.train_x.numpy(), data.train_y.numpy()
+    mean, std = scaled_stats(data)
+    gpu = device.type == "cuda"
+
+    loads, orders = len(labels) // batch_size, {}
+
+    def shuffled_batch(info):  # DALI's batch_info callable: a fresh permutation per epoch
+        if info.iteration >= loads:
+            raise StopIteration
+        order = orders.setdefault(info.epoch_idx, np.random.permutation(len(labels)))
+        index = order[info.iteration * batch_size : (info.iteration + 1) * batch_size]
+        return images[index], labels[index]
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=(device.index or 0) if gpu else None)
+    def pipe():
+        x, y = fn.external_source(source=shuffled_batch, num_outputs=2, batch=True, batch_info=True, layout=["HWC", ""],
+                                  dtype=[types.UINT8, types.INT64])
+        if gpu:
+            x, y = x.gpu(), y.gpu()
+        return fn.crop_mirror_normalize(x, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std), y
+
+    p = pipe()
+    p.build()
+    iterator = DALIGenericIterator(p, ["x", "y"], auto_reset=True)
+    sync = torch.cuda.synchronize if gpu else lambda: None
+
+    def epoch():
+        for _ in iterator:
+            pass
+        sync()
+
+    return epoch

@@ -1,0 +1,83 @@
+"""The bench summary table, computed from pytest-benchmark's JSON form, then rendered with rich.
+
+The same rows come from a live session (`pytest bench`) and from a saved file (`persist summary out.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from persist.config import PersistError
+
+COLUMNS = ("pipeline", "m", "K", "epoch s (median)", "IQR s", "img/s", "data-wait %", "compute %", "GPU-idle %",
+           "util %")
+
+
+def load_benchmarks(path: Path) -> dict:
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise PersistError(f"{path} is not readable JSON: {error}") from error
+    if not isinstance(payload, dict) or not isinstance(payload.get("benchmarks"), list):
+        raise PersistError(f"{path} is not pytest-benchmark JSON: it has no 'benchmarks' list")
+    return payload
+
+
+def summary_rows(benchmarks: list[dict]) -> list[dict]:
+    """One row per training-epoch cell, in pipeline, m, K order; other benchmarks are left out."""
+    rows = []
+    for bench in benchmarks:
+        info, stats = bench.get("extra_info", {}), bench.get("stats", {})
+        if info.get("kind") != "train_epoch":
+            continue
+        median_s = stats["median"]
+        rows.append({
+            "pipeline": info["pipeline"], "batch_size": info["batch_size"], "persistency": info["persistency"],
+            "device": info["device"], "clock": info["clock"],
+            "epoch_median_s": median_s, "epoch_iqr_s": stats["iqr"], "rounds": stats["rounds"],
+            "fresh_img_per_s": info["fresh_samples"] / median_s,
+            "data_wait_pct": 100 * info["data_wait_s"] / median_s,
+            "compute_pct": 100 * info["compute_s"] / median_s,
+            "gpu_idle_pct": 100 * info["gpu_idle_s"] / median_s,
+            "util_pct": (info.get("nvml") or {}).get("util_mean_pct"),
+        })
+    return sorted(rows, key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.0f}"
+
+
+def render(rows: list[dict], title: str) -> Table:
+    table = Table(*COLUMNS, title=title, title_justify="left")
+    for r in rows:
+        table.add_row(r["pipeline"], str(r["batch_size"]), str(r["persistency"]), f"{r['epoch_median_s']:.3f}",
+                      f"{r['epoch_iqr_s']:.3f}", f"{r['fresh_img_per_s']:,.0f}", _pct(r["data_wait_pct"]),
+                      _pct(r["compute_pct"]), _pct(r["gpu_idle_pct"]), _pct(r["util_pct"]))
+    return table
+
+
+def title_for(rows: list[dict]) -> str:
+    devices = sorted({r["device"] for r in rows})
+    clocks = sorted({r["clock"] for r in rows})
+    return (f"persist: one training epoch per cell on {', '.join(devices) or '?'} (clock: {', '.join(clocks) or '?'}); "
+            "img/s = fresh samples per second; % of the epoch's median wall time")
+
+
+def print_summary(benchmarks: list[dict], console: Console | None = None) -> list[dict]:
+    rows = summary_rows(benchmarks)
+    console = console or Console()
+    if rows:
+        console.print(render(rows, title_for(rows)))
+    else:
+        console.print("persist: no training-epoch cells in these benchmarks")
+    return rows
+
+
+def print_summary_file(path: Path, console: Console | None = None) -> list[dict]:
+    return print_summary(load_benchmarks(path)["benchmarks"], console)
