@@ -33,8 +33,15 @@ def bench_clock_overhead(benchmark, setup, bench_data):
     benchmark.group = "measurement"
     timed = run_epochs(benchmark, clocked, rounds, setup=bare_epoch)
     overhead = _paired(bare_s[1:], [r["wall_s"] for r in timed]) - 1
-    benchmark.extra_info.update({"kind": "clock_overhead", "clock": timed[-1]["clock"], "overhead_fraction": overhead,
-                                 "max_overhead_fraction": MAX_CLOCK_OVERHEAD, "steps": timed[-1]["steps"]})
+    benchmark.extra_info.update(
+        {
+            "kind": "clock_overhead",
+            "clock": timed[-1]["clock"],
+            "overhead_fraction": overhead,
+            "max_overhead_fraction": MAX_CLOCK_OVERHEAD,
+            "steps": timed[-1]["steps"],
+        }
+    )
     assert overhead <= MAX_CLOCK_OVERHEAD, f"the step clock costs {100 * overhead:.2f}% of an epoch"
 
 
@@ -45,15 +52,24 @@ def bench_planted_delay(benchmark, setup, bench_data):
     plain, delayed = Trainer(config, bench_data), Trainer(replace(config, delay_ms=DELAY_MS), bench_data)
     plain_rounds, epochs = [], iter(range(1, 1_000_000))
     benchmark.group = "measurement"
-    timed = run_epochs(benchmark, delayed, max(5, setup.rounds),
-                       setup=lambda: plain_rounds.append(plain.train_epoch(next(epochs))))
+    timed = run_epochs(
+        benchmark, delayed, max(5, setup.rounds), setup=lambda: plain_rounds.append(plain.train_epoch(next(epochs)))
+    )
     load_s = statistics.median(r["data_wait_s"] / r["loads"] for r in plain_rounds[1:])
     wait_per_load_s = statistics.median(r["data_wait_s"] / r["loads"] for r in timed)
     expected_wait_s = DELAY_MS / 1000 + load_s
     model_error = statistics.median(
-        abs(r["wall_s"] - (r["loads"] * expected_wait_s + r["compute_s"])) / r["wall_s"] for r in timed)
-    benchmark.extra_info.update({"kind": "planted_delay", "delay_ms": DELAY_MS, "load_s": load_s,
-                                 "data_wait_per_load_s": wait_per_load_s, "expected_per_load_s": expected_wait_s,
-                                 "epoch_model_error_fraction": model_error})
+        abs(r["wall_s"] - (r["loads"] * expected_wait_s + r["compute_s"])) / r["wall_s"] for r in timed
+    )
+    benchmark.extra_info.update(
+        {
+            "kind": "planted_delay",
+            "delay_ms": DELAY_MS,
+            "load_s": load_s,
+            "data_wait_per_load_s": wait_per_load_s,
+            "expected_per_load_s": expected_wait_s,
+            "epoch_model_error_fraction": model_error,
+        }
+    )
     assert abs(wait_per_load_s - expected_wait_s) <= DELAY_TOLERANCE * expected_wait_s
     assert model_error <= DELAY_TOLERANCE

@@ -43,8 +43,16 @@ def bench_pipeline_only(benchmark, setup, pipeline_data, pipeline, m):
     finally:
         p.close()
     samples = len(p) * m
-    benchmark.extra_info.update({"kind": "pipeline_only", "pipeline": pipeline, "batch_size": m, "samples": samples,
-                                 "img_per_s": samples / benchmark.stats.stats.median, **p.describe()})
+    benchmark.extra_info.update(
+        {
+            "kind": "pipeline_only",
+            "pipeline": pipeline,
+            "batch_size": m,
+            "samples": samples,
+            "img_per_s": samples / benchmark.stats.stats.median,
+            **p.describe(),
+        }
+    )
 
 
 REFERENCES = {
@@ -76,7 +84,14 @@ def bench_against_hand_written(benchmark, setup, pipeline_data, pipeline):
         ours.close()
     # ours img/s over theirs, per adjacent pair of rounds (pairs cancel slow drift), then the median pair
     ratio = statistics.median(ref / our for ref, our in zip(reference_s[1:], benchmark.stats.stats.data, strict=True))
-    benchmark.extra_info.update({"kind": "vs_reference", "pipeline": pipeline, "batch_size": m,
-                                 "reference_median_s": statistics.median(reference_s[1:]),
-                                 "throughput_ratio": ratio, "min_ratio": MIN_RATIO})
+    benchmark.extra_info.update(
+        {
+            "kind": "vs_reference",
+            "pipeline": pipeline,
+            "batch_size": m,
+            "reference_median_s": statistics.median(reference_s[1:]),
+            "throughput_ratio": ratio,
+            "min_ratio": MIN_RATIO,
+        }
+    )
     assert ratio >= MIN_RATIO, f"{pipeline}: {ratio:.3f}x the hand-written loop's img/s (needs {MIN_RATIO})"

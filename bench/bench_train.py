@@ -39,5 +39,12 @@ def bench_model_only(benchmark, setup, bench_data, batch_size):
     benchmark.group = "model-only"
     benchmark.pedantic(epoch_of_steps, rounds=setup.rounds, warmup_rounds=1, iterations=1)
     trainer.close()
-    benchmark.extra_info.update({"kind": "model_only", "batch_size": batch_size, "steps": steps,
-                                 "device": str(trainer.device), "sample_steps": steps * batch_size})
+    benchmark.extra_info.update(
+        {
+            "kind": "model_only",
+            "batch_size": batch_size,
+            "steps": steps,
+            "device": str(trainer.device),
+            "sample_steps": steps * batch_size,
+        }
+    )

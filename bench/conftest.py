@@ -1,7 +1,7 @@
 """The persist benchmark suite: options, the grid's sizes, machine info, and the rich summary at the end.
 
-    pytest bench --benchmark-json out.json                      # auto: paper sizes on CUDA, smoke sizes on CPU
-    pytest bench --persist-profile paper --persist-device cuda:1
+pytest bench --benchmark-json out.json                      # auto: paper sizes on CUDA, smoke sizes on CPU
+pytest bench --persist-profile paper --persist-device cuda:1
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ PIPELINE_ONLY_SAMPLES = {"smoke": 8192, "paper": 50_000}
 
 def pytest_addoption(parser):
     group = parser.getgroup("persist")
-    group.addoption("--persist-profile", default="auto", choices=("auto", "smoke", "paper"),
-                    help="sizes: paper on CUDA and smoke on CPU when auto")
+    group.addoption(
+        "--persist-profile",
+        default="auto",
+        choices=("auto", "smoke", "paper"),
+        help="sizes: paper on CUDA and smoke on CPU when auto",
+    )
     group.addoption("--persist-device", default="auto", help="auto | cpu | cuda | cuda:N")
     group.addoption("--persist-dataset", default="synthetic", help="synthetic | cifar10 | digits")
     group.addoption("--persist-data-root", default=None, help="folder holding cifar-10-batches-py")
@@ -50,8 +54,12 @@ def _setup(config) -> BenchSetup:
     if profile == "auto":
         profile = "paper" if device.type == "cuda" else "smoke"
     sizes = {k: v for k, v in PROFILES[profile].items() if k != "epochs"}
-    base = RunConfig(dataset=config.getoption("--persist-dataset"), data_root=config.getoption("--persist-data-root"),
-                     device=str(device), **sizes)
+    base = RunConfig(
+        dataset=config.getoption("--persist-dataset"),
+        data_root=config.getoption("--persist-data-root"),
+        device=str(device),
+        **sizes,
+    )
     return BenchSetup(profile, device, base, BATCH_SIZES[profile], config.getoption("--persist-rounds"))
 
 
@@ -90,8 +98,13 @@ def median_of(rounds: list[dict], key: str) -> float:
 def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1, setup=None) -> list[dict]:
     """pedantic over whole training epochs (each a new epoch number); the timed rounds' stats are returned."""
     results, epochs = [], itertools.count(1)
-    benchmark.pedantic(lambda: results.append(trainer.train_epoch(next(epochs))), setup=setup, rounds=rounds,
-                       warmup_rounds=warmup_rounds, iterations=1)
+    benchmark.pedantic(
+        lambda: results.append(trainer.train_epoch(next(epochs))),
+        setup=setup,
+        rounds=rounds,
+        warmup_rounds=warmup_rounds,
+        iterations=1,
+    )
     return results[warmup_rounds:]
 
 
@@ -99,14 +112,27 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, timed: list[dict]) -> 
     wall_s = median_of(timed, "wall_s")
     last = timed[-1]
     return {
-        "kind": "train_epoch", "pipeline": config.pipeline, "batch_size": config.batch_size,
-        "persistency": config.persistency, "lr_schedule": config.lr_schedule, "delay_ms": config.delay_ms,
-        "device": device_name(trainer.device), "clock": last["clock"],
-        "wall_s": wall_s, "data_wait_s": median_of(timed, "data_wait_s"), "compute_s": median_of(timed, "compute_s"),
-        "gpu_idle_s": median_of(timed, "gpu_idle_s"), "loads": last["loads"], "steps": last["steps"],
-        "fresh_samples": last["fresh_samples"], "sample_steps": last["sample_steps"],
-        "fresh_img_per_s": last["fresh_samples"] / wall_s, "sample_steps_per_s": last["sample_steps"] / wall_s,
-        "nvml": last["nvml"], "config": config.as_dict(), "pipeline_options": trainer.pipeline.describe(),
+        "kind": "train_epoch",
+        "pipeline": config.pipeline,
+        "batch_size": config.batch_size,
+        "persistency": config.persistency,
+        "lr_schedule": config.lr_schedule,
+        "delay_ms": config.delay_ms,
+        "device": device_name(trainer.device),
+        "clock": last["clock"],
+        "wall_s": wall_s,
+        "data_wait_s": median_of(timed, "data_wait_s"),
+        "compute_s": median_of(timed, "compute_s"),
+        "gpu_idle_s": median_of(timed, "gpu_idle_s"),
+        "loads": last["loads"],
+        "steps": last["steps"],
+        "fresh_samples": last["fresh_samples"],
+        "sample_steps": last["sample_steps"],
+        "fresh_img_per_s": last["fresh_samples"] / wall_s,
+        "sample_steps_per_s": last["sample_steps"] / wall_s,
+        "nvml": last["nvml"],
+        "config": config.as_dict(),
+        "pipeline_options": trainer.pipeline.describe(),
     }
 
 
@@ -132,6 +158,8 @@ def pytest_terminal_summary(terminalreporter, config):
     from persist.summary import print_summary
 
     text = io.StringIO()
-    console = Console(file=text, width=max(120, terminalreporter._tw.fullwidth), force_terminal=terminalreporter.hasmarkup)
+    console = Console(
+        file=text, width=max(120, terminalreporter._tw.fullwidth), force_terminal=terminalreporter.hasmarkup
+    )
     print_summary([b.as_dict(include_data=False) for b in session.benchmarks], console)
     terminalreporter.write("\n" + text.getvalue())

@@ -33,8 +33,14 @@ def preloaded_loop(data: ImageData, batch_size: int, device: torch.device):
 
 
 def dataloader_loop(data: ImageData, batch_size: int, device: torch.device, num_workers: int = 0):
-    loader = DataLoader(ArrayDataset(data.train_x, data.train_y, data.mean, data.std), batch_size=batch_size,
-                        shuffle=True, drop_last=True, num_workers=num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        ArrayDataset(data.train_x, data.train_y, data.mean, data.std),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 
     def epoch():
@@ -64,8 +70,14 @@ def dali_loop(data: ImageData, batch_size: int, device: torch.device, num_thread
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=(device.index or 0) if gpu else None)
     def pipe():
-        x, y = fn.external_source(source=shuffled_batch, num_outputs=2, batch=True, batch_info=True, layout=["HWC", ""],
-                                  dtype=[types.UINT8, types.INT64])
+        x, y = fn.external_source(
+            source=shuffled_batch,
+            num_outputs=2,
+            batch=True,
+            batch_info=True,
+            layout=["HWC", ""],
+            dtype=[types.UINT8, types.INT64],
+        )
         if gpu:
             x, y = x.gpu(), y.gpu()
         return fn.crop_mirror_normalize(x, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std), y

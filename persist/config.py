@@ -106,7 +106,9 @@ class RunConfig:
 
     def differences(self, other: RunConfig, ignore: tuple[str, ...] = ()) -> list[str]:
         """Names of the fields whose values differ, except those in `ignore`."""
-        return [f.name for f in fields(self) if f.name not in ignore and getattr(self, f.name) != getattr(other, f.name)]
+        return [
+            f.name for f in fields(self) if f.name not in ignore and getattr(self, f.name) != getattr(other, f.name)
+        ]
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -150,5 +152,7 @@ def from_dict(values: dict) -> RunConfig:
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown config field(s) {', '.join(unknown)}: this manifest is from another persist version")
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(unknown)}: this manifest is from another persist version"
+        )
     return RunConfig(**values)

@@ -32,8 +32,12 @@ def reduced_alexnet(width: float = 1.0, num_classes: int = 10, image_size: int =
             size //= 2
         in_channels = out_channels
     hidden = max(1, round(HIDDEN * width))
-    layers += [nn.Flatten(), nn.Linear(in_channels * size * size, hidden), nn.ReLU(inplace=True),
-               nn.Linear(hidden, num_classes)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(in_channels * size * size, hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    ]
     return nn.Sequential(*layers)
 
 

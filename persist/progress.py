@@ -13,9 +13,16 @@ class EpochProgress:
     def __init__(self, config: RunConfig, quiet: bool = False, console: Console | None = None):
         self.config = config
         self.console = console or Console()
-        self.progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("loads"), TimeElapsedColumn(),
-                                 console=self.console, transient=True, disable=quiet)
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loads"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=quiet,
+        )
         self.task = None
         self.epoch = 1
 

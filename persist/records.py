@@ -104,7 +104,9 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> list[EpochRec
         shown = ", ".join(f"{n}={getattr(previous, n)!r} (now {getattr(config, n)!r})" for n in differ)
         raise RunDirError(f"{out} holds a different run's records: {shown}; choose another --out")
     if records and not resume:
-        raise RunDirError(f"{out} already holds {len(records)} finished epoch(s) of this run: pass --resume to continue")
+        raise RunDirError(
+            f"{out} already holds {len(records)} finished epoch(s) of this run: pass --resume to continue"
+        )
     return records if resume else []
 
 

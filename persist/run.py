@@ -18,14 +18,24 @@ import torch
 
 from persist.config import RunConfig
 from persist.model import parameter_count
-from persist.records import (CHECKPOINT, EpochRecord, RunDirError, append_record, prepare_run_dir, read_manifest,
-                             write_json_atomic)
+from persist.records import (
+    CHECKPOINT,
+    EpochRecord,
+    RunDirError,
+    append_record,
+    prepare_run_dir,
+    read_manifest,
+    write_json_atomic,
+)
 from persist.train import Trainer, device_name
 
 
 def versions() -> dict:
-    found = {"python": platform.python_version(), "torch_cuda": torch.version.cuda,
-             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+    found = {
+        "python": platform.python_version(),
+        "torch_cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
     for package in ("persist", "torch", "torchvision", "numpy", "nvidia-dali-cuda120", "nvidia-ml-py"):
         try:
             found[package] = metadata.version(package)
@@ -58,25 +68,35 @@ def _now_utc() -> str:
 
 def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
     previous = read_manifest(out) or {}
-    write_json_atomic(out / "manifest.json", {
-        "config": trainer.config.as_dict(),
-        "versions": versions(),
-        "device": device_name(trainer.device),
-        "clock": trainer.clock.name,
-        "pipeline": trainer.pipeline.describe(),
-        "model_parameters": parameter_count(trainer.model),
-        "counts_per_epoch": trainer.counts,
-        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
-        "created_utc": previous.get("created_utc", _now_utc()),
-        "updated_utc": _now_utc(),
-        "status": status,
-    })
+    write_json_atomic(
+        out / "manifest.json",
+        {
+            "config": trainer.config.as_dict(),
+            "versions": versions(),
+            "device": device_name(trainer.device),
+            "clock": trainer.clock.name,
+            "pipeline": trainer.pipeline.describe(),
+            "model_parameters": parameter_count(trainer.model),
+            "counts_per_epoch": trainer.counts,
+            "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
+            "created_utc": previous.get("created_utc", _now_utc()),
+            "updated_utc": _now_utc(),
+            "status": status,
+        },
+    )
 
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
     tmp = out / (CHECKPOINT + ".tmp")
-    torch.save({"epoch": record.epoch, "record": record.as_dict(), "model": trainer.model.state_dict(),
-                "optimizer": trainer.optimizer.state_dict()}, tmp)
+    torch.save(
+        {
+            "epoch": record.epoch,
+            "record": record.as_dict(),
+            "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+        },
+        tmp,
+    )
     os.replace(tmp, out / CHECKPOINT)
 
 
@@ -96,9 +116,15 @@ def restore(out: Path, trainer: Trainer, records: list[EpochRecord]) -> list[Epo
     return records
 
 
-def train_run(config: RunConfig, out: Path, resume: bool = False, *, trainer: Trainer | None = None,
-              on_epoch: Callable[[EpochRecord], None] | None = None,
-              on_load: Callable[[int], None] | None = None) -> list[EpochRecord]:
+def train_run(
+    config: RunConfig,
+    out: Path,
+    resume: bool = False,
+    *,
+    trainer: Trainer | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_load: Callable[[int], None] | None = None,
+) -> list[EpochRecord]:
     """Train `config.epochs` epochs into `out`, continuing a finished prefix when `resume`; return all records."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

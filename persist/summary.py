@@ -14,8 +14,18 @@ from rich.table import Table
 
 from persist.config import PersistError
 
-COLUMNS = ("pipeline", "m", "K", "epoch s (median)", "IQR s", "img/s", "data-wait %", "compute %", "GPU-idle %",
-           "util %")
+COLUMNS = (
+    "pipeline",
+    "m",
+    "K",
+    "epoch s (median)",
+    "IQR s",
+    "img/s",
+    "data-wait %",
+    "compute %",
+    "GPU-idle %",
+    "util %",
+)
 
 
 def load_benchmarks(path: Path) -> dict:
@@ -36,16 +46,23 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
         if info.get("kind") != "train_epoch":
             continue
         median_s = stats["median"]
-        rows.append({
-            "pipeline": info["pipeline"], "batch_size": info["batch_size"], "persistency": info["persistency"],
-            "device": info["device"], "clock": info["clock"],
-            "epoch_median_s": median_s, "epoch_iqr_s": stats["iqr"], "rounds": stats["rounds"],
-            "fresh_img_per_s": info["fresh_samples"] / median_s,
-            "data_wait_pct": 100 * info["data_wait_s"] / median_s,
-            "compute_pct": 100 * info["compute_s"] / median_s,
-            "gpu_idle_pct": 100 * info["gpu_idle_s"] / median_s,
-            "util_pct": (info.get("nvml") or {}).get("util_mean_pct"),
-        })
+        rows.append(
+            {
+                "pipeline": info["pipeline"],
+                "batch_size": info["batch_size"],
+                "persistency": info["persistency"],
+                "device": info["device"],
+                "clock": info["clock"],
+                "epoch_median_s": median_s,
+                "epoch_iqr_s": stats["iqr"],
+                "rounds": stats["rounds"],
+                "fresh_img_per_s": info["fresh_samples"] / median_s,
+                "data_wait_pct": 100 * info["data_wait_s"] / median_s,
+                "compute_pct": 100 * info["compute_s"] / median_s,
+                "gpu_idle_pct": 100 * info["gpu_idle_s"] / median_s,
+                "util_pct": (info.get("nvml") or {}).get("util_mean_pct"),
+            }
+        )
     return sorted(rows, key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
 
 
@@ -56,17 +73,28 @@ def _pct(value) -> str:
 def render(rows: list[dict], title: str) -> Table:
     table = Table(*COLUMNS, title=title, title_justify="left")
     for r in rows:
-        table.add_row(r["pipeline"], str(r["batch_size"]), str(r["persistency"]), f"{r['epoch_median_s']:.3f}",
-                      f"{r['epoch_iqr_s']:.3f}", f"{r['fresh_img_per_s']:,.0f}", _pct(r["data_wait_pct"]),
-                      _pct(r["compute_pct"]), _pct(r["gpu_idle_pct"]), _pct(r["util_pct"]))
+        table.add_row(
+            r["pipeline"],
+            str(r["batch_size"]),
+            str(r["persistency"]),
+            f"{r['epoch_median_s']:.3f}",
+            f"{r['epoch_iqr_s']:.3f}",
+            f"{r['fresh_img_per_s']:,.0f}",
+            _pct(r["data_wait_pct"]),
+            _pct(r["compute_pct"]),
+            _pct(r["gpu_idle_pct"]),
+            _pct(r["util_pct"]),
+        )
     return table
 
 
 def title_for(rows: list[dict]) -> str:
     devices = sorted({r["device"] for r in rows})
     clocks = sorted({r["clock"] for r in rows})
-    return (f"persist: one training epoch per cell on {', '.join(devices) or '?'} (clock: {', '.join(clocks) or '?'}); "
-            "img/s = fresh samples per second; % of the epoch's median wall time")
+    return (
+        f"persist: one training epoch per cell on {', '.join(devices) or '?'} (clock: {', '.join(clocks) or '?'}); "
+        "img/s = fresh samples per second; % of the epoch's median wall time"
+    )
 
 
 def print_summary(benchmarks: list[dict], console: Console | None = None) -> list[dict]:

@@ -42,7 +42,9 @@ def resolve_device(spec: str) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = device.index or 0
         if index >= count:
-            raise ConfigError(f"device={spec!r} does not exist: this machine has {count} CUDA device(s); use cpu or auto")
+            raise ConfigError(
+                f"device={spec!r} does not exist: this machine has {count} CUDA device(s); use cpu or auto"
+            )
         return torch.device("cuda", index)
     return device
 
@@ -54,8 +56,15 @@ def device_name(device: torch.device) -> str:
 class Trainer:
     """Model, paper-form optimizer, pipeline and clocks for one run; `train_epoch` and `evaluate` do the work."""
 
-    def __init__(self, config: RunConfig, data: ImageData | None = None, *, clock: StepClock | None = None,
-                 sampler: Sampler | None = None, now: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        config: RunConfig,
+        data: ImageData | None = None,
+        *,
+        clock: StepClock | None = None,
+        sampler: Sampler | None = None,
+        now: Callable[[], float] = time.perf_counter,
+    ):
         self.config = config
         self.device = resolve_device(config.device)
         self.data = data if data is not None else load_dataset(config)
@@ -121,10 +130,20 @@ class Trainer:
                 f"train loss became {train_loss} in epoch {epoch} (lr={self.config.lr}, schedule "
                 f"{self.config.lr_schedule}, K={self.config.persistency}): the run diverged; use a smaller --lr"
             )
-        return {"epoch": epoch, "wall_s": wall_s, "data_wait_s": data_wait_s, "compute_s": times.compute_s,
-                "gpu_idle_s": times.gpu_idle_s, "loads": loads, "steps": steps,
-                "fresh_samples": loads * self.config.batch_size, "sample_steps": steps * self.config.batch_size,
-                "train_loss": train_loss, "clock": self.clock.name, "nvml": nvml}
+        return {
+            "epoch": epoch,
+            "wall_s": wall_s,
+            "data_wait_s": data_wait_s,
+            "compute_s": times.compute_s,
+            "gpu_idle_s": times.gpu_idle_s,
+            "loads": loads,
+            "steps": steps,
+            "fresh_samples": loads * self.config.batch_size,
+            "sample_steps": steps * self.config.batch_size,
+            "train_loss": train_loss,
+            "clock": self.clock.name,
+            "nvml": nvml,
+        }
 
     def _next_batch(self, batches, epoch: int, loads: int):
         try:

@@ -34,8 +34,9 @@ def tiny_data():
 
 @pytest.fixture
 def tiny_config():
-    return RunConfig(dataset="synthetic", train_size=256, test_size=64, batch_size=32, width=0.125, epochs=2,
-                     device="cpu")
+    return RunConfig(
+        dataset="synthetic", train_size=256, test_size=64, batch_size=32, width=0.125, epochs=2, device="cpu"
+    )
 
 
 class FakeClock:

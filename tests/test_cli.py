@@ -9,8 +9,21 @@ import pytest
 from conftest import write_cifar_folder
 from persist.cli import main
 
-SMALL = ["--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--width", "0.125", "-m", "32",
-         "--device", "cpu", "--quiet"]
+SMALL = [
+    "--dataset",
+    "synthetic",
+    "--train-size",
+    "128",
+    "--test-size",
+    "32",
+    "--width",
+    "0.125",
+    "-m",
+    "32",
+    "--device",
+    "cpu",
+    "--quiet",
+]
 
 
 def test_train_writes_manifest_and_records(tmp_path, capsys):
@@ -71,8 +84,22 @@ def test_missing_and_corrupt_cifar_are_one_line(tmp_path, capsys):
 
 def test_trains_on_a_cifar_folder(tmp_path):
     write_cifar_folder(tmp_path, n_per_batch=20)
-    args = ["train", "--dataset", "cifar10", "--data-root", str(tmp_path), "-m", "25", "--width", "0.125",
-            "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-root",
+        str(tmp_path),
+        "-m",
+        "25",
+        "--width",
+        "0.125",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     assert json.loads((tmp_path / "run" / "epochs.jsonl").read_text())["loads"] == 4
 

@@ -24,8 +24,10 @@ def fake_nvml(samples_supported=True, pcie_supported=True):
             raise FakeNVMLError("not supported")
         stamp = since_us + 1
         values = [SimpleNamespace(timeStamp=since_us - 10, sampleValue=SimpleNamespace(uiVal=0))]  # before start
-        values += [SimpleNamespace(timeStamp=stamp + i, sampleValue=SimpleNamespace(uiVal=v))
-                   for i, v in enumerate([90, 100, 80])]
+        values += [
+            SimpleNamespace(timeStamp=stamp + i, sampleValue=SimpleNamespace(uiVal=v))
+            for i, v in enumerate([90, 100, 80])
+        ]
         return kind, values
 
     def pcie(handle, counter):
@@ -34,7 +36,10 @@ def fake_nvml(samples_supported=True, pcie_supported=True):
         return 1000 if counter == 0 else 2000
 
     return SimpleNamespace(
-        NVMLError=FakeNVMLError, NVML_CLOCK_SM=1, NVML_PCIE_UTIL_TX_BYTES=0, NVML_PCIE_UTIL_RX_BYTES=1,
+        NVMLError=FakeNVMLError,
+        NVML_CLOCK_SM=1,
+        NVML_PCIE_UTIL_TX_BYTES=0,
+        NVML_PCIE_UTIL_RX_BYTES=1,
         NVML_GPU_UTILIZATION_SAMPLES=1,
         nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=70),
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(used=4 << 30),

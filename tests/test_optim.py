@@ -53,8 +53,9 @@ def test_is_exactly_the_papers_recurrence():
             velocity[i] = gamma * velocity[i] - lr * p.grad
             theta[i] = theta[i] + velocity[i]
     expected = torch.cat([t.flatten() for t in theta])
-    torch.testing.assert_close(_trajectory(lambda p: PaperSGD(p, lr=0.01, momentum=gamma), lrs), expected,
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        _trajectory(lambda p: PaperSGD(p, lr=0.01, momentum=gamma), lrs), expected, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_reads_lr_from_param_group_every_step():

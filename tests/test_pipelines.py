@@ -109,7 +109,12 @@ def test_a_dead_worker_is_one_clear_error(tiny_data, tiny_config, monkeypatch):
 @pytest.mark.skipif(not HAS_DALI, reason="needs NVIDIA DALI")
 def test_manifest_options_are_recorded(tiny_data):
     p = make_pipeline(RunConfig(pipeline="dali", dali_threads=2, device="cpu"), tiny_data, CPU)
-    assert p.describe() == {"pipeline": "dali", "device_id": None, "num_threads": 2, "prefetch_queue_depth": 2,
-                            "py_num_workers": 0}
+    assert p.describe() == {
+        "pipeline": "dali",
+        "device_id": None,
+        "num_threads": 2,
+        "prefetch_queue_depth": 2,
+        "py_num_workers": 0,
+    }
     t = make_pipeline(RunConfig(pipeline="torchvision", num_workers=1, device="cpu"), tiny_data, CPU)
     assert t.describe()["num_workers"] == 1 and t.describe()["pin_memory"] is False

@@ -23,8 +23,10 @@ def test_an_epoch_is_one_pass_with_k_steps_per_load(tiny_data, tiny_config):
     trainer = Trainer(config, tiny_data)
     seen = []
     real_step = trainer.step
-    trainer.step = lambda x, y, s: (seen.append((x.data_ptr(), trainer.optimizer.param_groups[0]["lr"])),
-                                    real_step(x, y, s))
+    trainer.step = lambda x, y, s: (
+        seen.append((x.data_ptr(), trainer.optimizer.param_groups[0]["lr"])),
+        real_step(x, y, s),
+    )
     record = trainer.run_epoch(1)
     assert (record.loads, record.steps, record.fresh_samples, record.sample_steps) == (8, 24, 256, 768)
     lrs = [lr for _, lr in seen]
@@ -65,7 +67,9 @@ def test_same_seed_same_metrics(tiny_data, tiny_config, tmp_path):
     a = train_run(tiny_config, tmp_path / "a", trainer=Trainer(tiny_config, tiny_data))
     b = train_run(tiny_config, tmp_path / "b", trainer=Trainer(tiny_config, tiny_data))
     assert _metrics(a) == _metrics(b)
-    c = train_run(replace(tiny_config, seed=1), tmp_path / "c", trainer=Trainer(replace(tiny_config, seed=1), tiny_data))
+    c = train_run(
+        replace(tiny_config, seed=1), tmp_path / "c", trainer=Trainer(replace(tiny_config, seed=1), tiny_data)
+    )
     assert _metrics(a) != _metrics(c)
 
 

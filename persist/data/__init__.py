@@ -45,13 +45,20 @@ def make_pipeline(config: RunConfig, data: ImageData, device: torch.device) -> P
     elif config.pipeline == "torchvision":
         from persist.data.torchvision_loader import TorchvisionPipeline
 
-        pipeline = TorchvisionPipeline(*args, num_workers=config.num_workers or 0, pin_memory=config.pin_memory,
-                                       persistent_workers=bool(config.persistent_workers),
-                                       prefetch_factor=config.prefetch_factor)
+        pipeline = TorchvisionPipeline(
+            *args,
+            num_workers=config.num_workers or 0,
+            pin_memory=config.pin_memory,
+            persistent_workers=bool(config.persistent_workers),
+            prefetch_factor=config.prefetch_factor,
+        )
     else:
         from persist.data.dali_loader import DaliPipeline
 
-        pipeline = DaliPipeline(*args, num_threads=config.dali_threads or 1,
-                                prefetch_queue_depth=config.dali_prefetch_depth or 2,
-                                py_num_workers=config.dali_py_workers or 0)
+        pipeline = DaliPipeline(
+            *args,
+            num_threads=config.dali_threads or 1,
+            prefetch_queue_depth=config.dali_prefetch_depth or 2,
+            py_num_workers=config.dali_py_workers or 0,
+        )
     return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline

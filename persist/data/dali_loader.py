@@ -50,13 +50,24 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
 
     mean, std = scaled_stats(data)
 
-    @pipeline_def(batch_size=batch_size, device_id=device_id, num_threads=options["num_threads"],
-                  prefetch_queue_depth=options["prefetch_queue_depth"], py_num_workers=options["py_num_workers"],
-                  py_start_method="spawn")
+    @pipeline_def(
+        batch_size=batch_size,
+        device_id=device_id,
+        num_threads=options["num_threads"],
+        prefetch_queue_depth=options["prefetch_queue_depth"],
+        py_num_workers=options["py_num_workers"],
+        py_start_method="spawn",
+    )
     def cifar_pipeline():
-        images, labels = fn.external_source(source=source, num_outputs=2, batch=True, batch_info=True,
-                                            parallel=options["py_num_workers"] > 0, layout=["HWC", ""],
-                                            dtype=[types.UINT8, types.INT64])
+        images, labels = fn.external_source(
+            source=source,
+            num_outputs=2,
+            batch=True,
+            batch_info=True,
+            parallel=options["py_num_workers"] > 0,
+            layout=["HWC", ""],
+            dtype=[types.UINT8, types.INT64],
+        )
         if device_id is not None:
             images, labels = images.gpu(), labels.gpu()
         images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std)
@@ -68,15 +79,27 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
 class DaliPipeline:
     name = "dali"
 
-    def __init__(self, data: ImageData, batch_size: int, seed: int, device: torch.device, *, num_threads: int = 1,
-                 prefetch_queue_depth: int = 2, py_num_workers: int = 0):
+    def __init__(
+        self,
+        data: ImageData,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        *,
+        num_threads: int = 1,
+        prefetch_queue_depth: int = 2,
+        py_num_workers: int = 0,
+    ):
         ok, reason = dali_available()
         if not ok:
             raise PersistError(reason)
         self.data, self.batch_size, self.seed, self.device = data, batch_size, seed, device
         self.device_id = (device.index or 0) if device.type == "cuda" else None
-        self.options = {"num_threads": num_threads, "prefetch_queue_depth": prefetch_queue_depth,
-                        "py_num_workers": py_num_workers}
+        self.options = {
+            "num_threads": num_threads,
+            "prefetch_queue_depth": prefetch_queue_depth,
+            "py_num_workers": py_num_workers,
+        }
         self.images, self.labels = data.train_x.numpy(), data.train_y.numpy()
         self._iterator, self._next_epoch = None, None
 

@@ -40,7 +40,10 @@ def load_dataset(config: RunConfig) -> ImageData:
 
 
 def subset(data: ImageData, train_size: int | None, test_size: int | None) -> ImageData:
-    for name, limit, have in (("train_size", train_size, len(data.train_y)), ("test_size", test_size, len(data.test_y))):
+    for name, limit, have in (
+        ("train_size", train_size, len(data.train_y)),
+        ("test_size", test_size, len(data.test_y)),
+    ):
         if limit is not None and limit > have:
             raise ConfigError(f"{name}={limit} is not allowed: {data.name} has {have} samples in that split")
     return ImageData(
@@ -98,7 +101,8 @@ def cifar10(root: str, download: bool = False) -> ImageData:
     if not folder.is_dir():
         if not download:
             raise DataError(
-                f"no CIFAR-10 at {folder}: pass --download (needs a network) or --data-root DIR with DIR/{CIFAR10_FOLDER}"
+                f"no CIFAR-10 at {folder}: pass --download (needs a network) "
+                f"or --data-root DIR with DIR/{CIFAR10_FOLDER}"
             )
         _download_cifar10(root)
     train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]

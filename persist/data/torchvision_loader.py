@@ -49,15 +49,30 @@ class EpochBatchSampler(Sampler[list[int]]):
 class TorchvisionPipeline:
     name = "torchvision"
 
-    def __init__(self, data: ImageData, batch_size: int, seed: int, device: torch.device, *, num_workers: int = 0,
-                 pin_memory: bool | None = None, persistent_workers: bool = False, prefetch_factor: int | None = None):
+    def __init__(
+        self,
+        data: ImageData,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = None,
+    ):
         self.device = device
         self.pin_memory = device.type == "cuda" if pin_memory is None else pin_memory
         self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed)
-        self.options = {"num_workers": num_workers, "pin_memory": self.pin_memory,
-                        "persistent_workers": persistent_workers, "prefetch_factor": prefetch_factor}
-        self.loader = DataLoader(ArrayDataset(data.train_x, data.train_y, data.mean, data.std),
-                                 batch_sampler=self.sampler, **self.options)
+        self.options = {
+            "num_workers": num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": persistent_workers,
+            "prefetch_factor": prefetch_factor,
+        }
+        self.loader = DataLoader(
+            ArrayDataset(data.train_x, data.train_y, data.mean, data.std), batch_sampler=self.sampler, **self.options
+        )
 
     def __len__(self) -> int:
         return len(self.sampler)

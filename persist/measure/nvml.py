@@ -126,21 +126,30 @@ class NvmlSampler:
         util, source = self._driver_util_samples(), "nvmlDeviceGetSamples"
         if not util:
             util, source = self.values["util_pct"], "polling"
-        summary = {"available": True, "util_source": source, "util_note": UTIL_WINDOW_NOTE,
-                   **_describe("util_pct", util), "util_p50_pct": statistics.median(util) if util else None,
-                   "mem_used_peak_bytes": max(self.values["mem_used_bytes"], default=None),
-                   "mem_samples": len(self.values["mem_used_bytes"])}
+        summary = {
+            "available": True,
+            "util_source": source,
+            "util_note": UTIL_WINDOW_NOTE,
+            **_describe("util_pct", util),
+            "util_p50_pct": statistics.median(util) if util else None,
+            "mem_used_peak_bytes": max(self.values["mem_used_bytes"], default=None),
+            "mem_samples": len(self.values["mem_used_bytes"]),
+        }
         for name in ("power_w", "sm_clock_mhz", "pcie_rx_kb_per_s", "pcie_tx_kb_per_s"):
             summary.update(_describe(name, self.values[name]))
-        summary["energy_j"] = (None if self.energy_start_mj is None or energy_end_mj is None
-                               else (energy_end_mj - self.energy_start_mj) / 1000)
+        summary["energy_j"] = (
+            None
+            if self.energy_start_mj is None or energy_end_mj is None
+            else (energy_end_mj - self.energy_start_mj) / 1000
+        )
         summary["unsupported"] = sorted(self.unsupported)
         return summary
 
     def _driver_util_samples(self) -> list[float]:
         try:
-            _, samples = self.nvml.nvmlDeviceGetSamples(self.handle, self.nvml.NVML_GPU_UTILIZATION_SAMPLES,
-                                                        self.start_time_us)
+            _, samples = self.nvml.nvmlDeviceGetSamples(
+                self.handle, self.nvml.NVML_GPU_UTILIZATION_SAMPLES, self.start_time_us
+            )
         except self.nvml.NVMLError:
             return []
         return [float(s.sampleValue.uiVal) for s in samples if s.timeStamp >= self.start_time_us]
