@@ -32,12 +32,15 @@ def bench_clock_overhead(benchmark, setup, bench_data):
     rounds = max(9, setup.rounds)
     benchmark.group = "measurement"
     timed = run_epochs(benchmark, clocked, rounds, setup=bare_epoch)
-    overhead = _paired(bare_s[1:], [r["wall_s"] for r in timed]) - 1
+    clocked_s = [r["wall_s"] for r in timed]
+    # noise on a shared machine only ever adds time, so the fastest rounds are the best estimate of each cost
+    overhead = min(clocked_s) / min(bare_s[1:]) - 1
     benchmark.extra_info.update(
         {
             "kind": "clock_overhead",
             "clock": timed[-1]["clock"],
             "overhead_fraction": overhead,
+            "paired_median_overhead_fraction": _paired(bare_s[1:], clocked_s) - 1,
             "max_overhead_fraction": MAX_CLOCK_OVERHEAD,
             "steps": timed[-1]["steps"],
         }

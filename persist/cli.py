@@ -88,6 +88,55 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from persist.compare import compare_files
+
+    results = compare_files(args.baseline, args.candidate, threshold=args.threshold / 100, force=args.force)
+    regressions = [r for r in results if r.verdict == "regression"]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "threshold_pct": args.threshold,
+                    "regressions": len(regressions),
+                    "results": [r.as_dict() for r in results],
+                },
+                indent=2,
+            )
+        )
+    else:
+        table = Table(
+            "benchmark",
+            "baseline s",
+            "candidate s",
+            "ratio",
+            "test",
+            "p",
+            "verdict",
+            title=f"persist compare (threshold {args.threshold:g}%, medians of per-round epoch times)",
+        )
+        for r in results:
+            style = {"regression": "bold red", "improvement": "green"}.get(r.verdict)
+            table.add_row(
+                r.name,
+                f"{r.baseline_median_s:.4f}",
+                f"{r.candidate_median_s:.4f}",
+                f"{r.ratio:.3f}",
+                r.test,
+                "-" if r.p_value is None else f"{r.p_value:.3g}",
+                r.verdict,
+                style=style,
+            )
+        Console().print(table)
+        print(f"{len(regressions)} regression(s) in {len(results)} benchmark(s)")
+    return 1 if regressions else 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="persist", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -95,6 +144,13 @@ def build_parser() -> Parser:
     s = commands.add_parser("summary", help="the bench summary table from a saved --benchmark-json file")
     s.add_argument("json", type=Path)
     s.set_defaults(handler=_summary)
+    c = commands.add_parser("compare", help="regression gate: compare two pytest-benchmark JSON files")
+    c.add_argument("baseline", type=Path)
+    c.add_argument("candidate", type=Path)
+    c.add_argument("--threshold", type=float, default=10.0, help="percent slowdown that counts (default 10)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--force", action="store_true", help="compare even when the devices differ")
+    c.set_defaults(handler=_compare)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""Split a persistency speedup into a loading factor and a convergence factor. Reads records only.
+
+For one pipeline and m, against the K=1 run of the same seed:
+    time_per_step(K)    = overhead_per_load / K + compute_per_step
+    loading factor      = time_per_step(1) / time_per_step(K)       (cheaper steps: one load feeds K of them)
+    convergence factor  = steps_to_target(1) / steps_to_target(K)   (fewer steps to the target accuracy)
+    speedup             = loading factor x convergence factor = seconds_to_target(1) / seconds_to_target(K)
+Times are training time only (wall_s; evaluation excluded). The target is checked once per epoch, so steps and
+seconds to target have epoch resolution. On the preloaded pipeline there is almost no loading to share, so its
+loading factor should be about 1 (K steps cost K times one step) and its speedup is pure convergence.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pandas
+
+from persist.compare import T_975
+from persist.config import PersistError
+
+RUN_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "seed"]
+CELL_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule"]
+LOADING_FACTOR_NEAR_ONE = 0.15  # preloaded: flag a loading factor further than this from 1
+
+
+def check_comparable(epochs: pandas.DataFrame) -> None:
+    if epochs.empty:
+        raise PersistError("no finished epochs in these run folders")
+    for column in ("dataset", "train_size", "width", "device"):
+        values = sorted(map(str, epochs[column].dropna().unique()))
+        if len(values) > 1:
+            raise PersistError(f"runs with different {column} cannot share a figure or table: {', '.join(values)}")
+
+
+def per_run(epochs: pandas.DataFrame, target: float) -> pandas.DataFrame:
+    """One row per run: time per step, its parts, and steps/epochs/samples/seconds to `target` (NaN if not reached)."""
+    rows = []
+    for keys, run in epochs.sort_values("epoch").groupby(RUN_KEYS):
+        wall, compute = run["wall_s"].sum(), run["compute_s"].sum()
+        steps, loads = run["steps"].sum(), run["loads"].sum()
+        reached = run[run["test_acc"] >= target]
+        hit = reached.index[0] if len(reached) else None
+        upto = run.loc[:hit] if hit is not None else None
+        rows.append(
+            {
+                **dict(zip(RUN_KEYS, keys, strict=True)),
+                "run": run["run"].iloc[0],
+                "epochs_done": len(run),
+                "epochs_planned": run["epochs"].iloc[0],
+                "best_test_acc": run["test_acc"].max(),
+                "time_per_step_s": wall / steps,
+                "compute_per_step_s": compute / steps,
+                "overhead_per_load_s": (wall - compute) / loads,
+                "epochs_to_target": len(upto) if upto is not None else math.nan,
+                "steps_to_target": upto["steps"].sum() if upto is not None else math.nan,
+                "fresh_samples_to_target": upto["fresh_samples"].sum() if upto is not None else math.nan,
+                "seconds_to_target": upto["wall_s"].sum() if upto is not None else math.nan,
+            }
+        )
+    runs = pandas.DataFrame(rows)
+    runs["partial"] = runs["epochs_done"] < runs["epochs_planned"]
+    return runs
+
+
+def default_target(epochs: pandas.DataFrame) -> float:
+    """The best accuracy that every run reached: the highest target all compared runs can be timed to."""
+    return float(epochs.groupby(RUN_KEYS)["test_acc"].max().min())
+
+
+def factors(runs: pandas.DataFrame) -> pandas.DataFrame:
+    """Per run, its loading, convergence and speedup factors against the K=1 run of the same pipeline, m and seed."""
+    base = runs[runs["persistency"] == 1].set_index(["pipeline", "batch_size", "seed"])
+    out = runs.copy()
+    for column in ("loading_factor", "convergence_factor", "speedup"):
+        out[column] = math.nan
+    for i, row in runs.iterrows():
+        key = (row["pipeline"], row["batch_size"], row["seed"])
+        if key not in base.index:
+            continue
+        one = base.loc[key]
+        one = one.iloc[0] if isinstance(one, pandas.DataFrame) else one  # K=1 is the same run for both schedules
+        out.loc[i, "loading_factor"] = one["time_per_step_s"] / row["time_per_step_s"]
+        out.loc[i, "convergence_factor"] = one["steps_to_target"] / row["steps_to_target"]
+        out.loc[i, "speedup"] = out.loc[i, "loading_factor"] * out.loc[i, "convergence_factor"]
+    return out
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval (Student t); half-width NaN for one value."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return values[0], math.nan
+    df = len(values) - 1
+    t = T_975[df - 1] if df <= len(T_975) else 1.96
+    return statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+DECOMPOSITION_COLUMNS = [
+    "overhead_per_load_s",
+    "compute_per_step_s",
+    "time_per_step_s",
+    "steps_to_target",
+    "epochs_to_target",
+    "fresh_samples_to_target",
+    "seconds_to_target",
+    "loading_factor",
+    "convergence_factor",
+    "speedup",
+]
+
+
+def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tuple[pandas.DataFrame, float]:
+    """The table: one row per (pipeline, m, K, schedule), each figure as a mean and 95% CI half-width over seeds."""
+    check_comparable(epochs)
+    target = default_target(epochs) if target is None else target
+    runs = factors(per_run(epochs, target))
+    if runs["steps_to_target"].isna().all():
+        best = runs["best_test_acc"].max()
+        raise PersistError(f"target accuracy {target:.4f} is reached by no run (best is {best:.4f}): lower --target")
+    rows = []
+    for keys, cell in runs.groupby(CELL_KEYS):
+        row = {
+            **dict(zip(CELL_KEYS, keys, strict=True)),
+            "seeds": len(cell),
+            "partial": bool(cell["partial"].any()),
+            "reached": int(cell["steps_to_target"].notna().sum()),
+        }
+        for column in DECOMPOSITION_COLUMNS:
+            row[column], row[column + "_ci"] = mean_ci(cell[column].tolist())
+        row["note"] = _note(row)
+        rows.append(row)
+    return pandas.DataFrame(rows), target
+
+
+def _note(row: dict) -> str:
+    notes = []
+    if row["partial"]:
+        notes.append("partial run")
+    if row["reached"] < row["seeds"]:
+        notes.append(f"target missed by {row['seeds'] - row['reached']} seed(s)")
+    lf = row["loading_factor"]
+    if row["pipeline"] == "preloaded" and row["persistency"] > 1 and abs(lf - 1) > LOADING_FACTOR_NEAR_ONE:
+        notes.append(f"loading factor {lf:.2f} is not ~1 on preloaded: steps did not cost the same at this K")
+    return "; ".join(notes)

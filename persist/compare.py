@@ -1,0 +1,158 @@
+"""The epoch-time regression gate over two pytest-benchmark JSON files, following asv's rule.
+
+A benchmark regresses when its median time grew by more than the threshold AND the change is significant. Significance
+follows asv: a two-sided Mann-Whitney U test on the per-round times (`stats.data`) when both sides have enough rounds
+for the test to be able to reach p < alpha; otherwise the two 95% confidence intervals of the mean must not overlap.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from functools import cache
+
+from persist.config import PersistError
+from persist.summary import load_benchmarks
+
+ALPHA = 0.05
+MIN_ROUNDS_FOR_U_TEST = 5  # 5 vs 5 rounds can reach p = 0.008; 3 vs 3 cannot go below p = 0.1
+# two-sided 97.5% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
+T_975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    baseline_median_s: float
+    candidate_median_s: float
+    ratio: float  # candidate / baseline median: > 1 is slower
+    test: str  # mann-whitney-u | ci-overlap
+    p_value: float | None
+    significant: bool
+    verdict: str  # regression | improvement | same
+
+    fields = ("name", "baseline_median_s", "candidate_median_s", "ratio", "test", "p_value", "significant", "verdict")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@cache
+def _u_counts(n: int, m: int) -> tuple[int, ...]:
+    """How many of the C(n+m, n) orderings give each U = 0..n*m (no ties)."""
+    if n == 0 or m == 0:
+        return (1,)
+    with_last_a = _u_counts(n - 1, m)  # the largest value is from sample a: it beats all m of b
+    with_last_b = _u_counts(n, m - 1)
+    counts = [0] * (n * m + 1)
+    for u, c in enumerate(with_last_a):
+        counts[u + m] += c
+    for u, c in enumerate(with_last_b):
+        counts[u] += c
+    return tuple(counts)
+
+
+def mann_whitney_u(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test: exact for small samples, normal approximation above 20 each."""
+    n, m = len(a), len(b)
+    u = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
+    if n <= 20 and m <= 20:
+        counts = _u_counts(n, m)
+        total = sum(counts)
+        low = sum(counts[: math.floor(u) + 1]) / total
+        high = sum(counts[math.ceil(u) :]) / total
+        return min(1.0, 2 * min(low, high))
+    mean, sd = n * m / 2, math.sqrt(n * m * (n + m + 1) / 12)
+    z = (abs(u - mean) - 0.5) / sd
+    return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
+
+
+def confidence_interval(data: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(data)
+    if len(data) < 2:
+        return mean, mean
+    df = len(data) - 1
+    half = (T_975[df - 1] if df <= len(T_975) else 1.96) * statistics.stdev(data) / math.sqrt(len(data))
+    return mean - half, mean + half
+
+
+def compare_one(name: str, baseline: list[float], candidate: list[float], threshold: float) -> Comparison:
+    base_median, cand_median = statistics.median(baseline), statistics.median(candidate)
+    ratio = cand_median / base_median
+    if min(len(baseline), len(candidate)) >= MIN_ROUNDS_FOR_U_TEST:
+        test, p_value = "mann-whitney-u", mann_whitney_u(baseline, candidate)
+        significant = p_value < ALPHA
+    else:
+        (b_low, b_high), (c_low, c_high) = confidence_interval(baseline), confidence_interval(candidate)
+        test, p_value, significant = "ci-overlap", None, c_low > b_high or c_high < b_low
+    verdict = "same"
+    if significant and ratio > 1 + threshold:
+        verdict = "regression"
+    elif significant and ratio < 1 / (1 + threshold):
+        verdict = "improvement"
+    return Comparison(name, base_median, cand_median, ratio, test, p_value, significant, verdict)
+
+
+def _device(payload: dict) -> str | None:
+    return (payload.get("machine_info") or {}).get("persist", {}).get("device")
+
+
+def _rounds(bench: dict, path) -> list[float]:
+    data = bench.get("stats", {}).get("data")
+    if not data:
+        raise PersistError(f"{path}: benchmark {bench.get('fullname')} has no per-round data (stats.data)")
+    return data
+
+
+def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force: bool = False) -> list[Comparison]:
+    if not threshold > 0:
+        raise PersistError(f"threshold={threshold * 100:g}% is not allowed: use a percentage > 0")
+    baseline, candidate = load_benchmarks(baseline_path), load_benchmarks(candidate_path)
+    base_device, cand_device = _device(baseline), _device(candidate)
+    if base_device != cand_device and not force:
+        raise PersistError(
+            f"baseline device {base_device!r} differs from candidate device {cand_device!r}: timings from different "
+            "machines do not compare; pass --force to compare anyway"
+        )
+    base_by_name = {b["fullname"]: b for b in baseline["benchmarks"]}
+    common = [b for b in candidate["benchmarks"] if b["fullname"] in base_by_name]
+    if not common:
+        raise PersistError(f"{baseline_path} and {candidate_path} have no benchmarks in common")
+    return [
+        compare_one(
+            b["fullname"], _rounds(base_by_name[b["fullname"]], baseline_path), _rounds(b, candidate_path), threshold
+        )
+        for b in common
+    ]

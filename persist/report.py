@@ -1,0 +1,145 @@
+"""`persist report RUN_DIR... --out DIR`: the paper's figures, the decomposition table, and a short report.
+
+Reads records only (persist.records and persist.analysis); it never imports the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas
+from rich.console import Console
+from rich.table import Table
+
+from persist.analysis import decomposition
+from persist.figures import adaptive_figures, paper_figures
+from persist.records import load_runs
+
+TABLE_COLUMNS = [  # (column, header, format)
+    ("pipeline", "pipeline", "{}"),
+    ("batch_size", "m", "{}"),
+    ("persistency", "K", "{}"),
+    ("lr_schedule", "lr", "{}"),
+    ("seeds", "seeds", "{}"),
+    ("overhead_per_load_s", "overhead/load ms", "{:.3f}", 1e3),
+    ("compute_per_step_s", "compute/step ms", "{:.3f}", 1e3),
+    ("time_per_step_s", "time/step ms", "{:.3f}", 1e3),
+    ("steps_to_target", "steps", "{:.0f}"),
+    ("epochs_to_target", "epochs", "{:.1f}"),
+    ("fresh_samples_to_target", "fresh samples", "{:,.0f}"),
+    ("seconds_to_target", "s to target", "{:.2f}"),
+    ("loading_factor", "loading x", "{:.2f}"),
+    ("convergence_factor", "convergence x", "{:.2f}"),
+    ("speedup", "speedup x", "{:.2f}"),
+    ("note", "note", "{}"),
+]
+
+
+def cell_text(row, column: str, fmt: str, scale: float = 1.0) -> str:
+    value = row[column]
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    text = fmt.format(value * scale) if isinstance(value, float) else fmt.format(value)
+    ci = row.get(column + "_ci")
+    if ci is not None and not math.isnan(ci) and ci > 0:
+        text += " ± " + fmt.format(ci * scale).strip()
+    return text
+
+
+def rows_as_text(table: pandas.DataFrame) -> list[list[str]]:
+    return [[cell_text(row, *spec[:1], *spec[2:]) for spec in TABLE_COLUMNS] for _, row in table.iterrows()]
+
+
+def rich_table(table: pandas.DataFrame, target: float) -> Table:
+    out = Table(
+        *[spec[1] for spec in TABLE_COLUMNS],
+        title=f"Decomposition to test accuracy {target:.4f} "
+        "(mean ± 95% CI over seeds; factors against K=1 of the same pipeline, m and seed)",
+    )
+    for cells in rows_as_text(table):
+        out.add_row(*cells)
+    return out
+
+
+def markdown_table(table: pandas.DataFrame) -> str:
+    header = [spec[1] for spec in TABLE_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows_as_text(table)]
+    return "\n".join(lines)
+
+
+def verdicts(table: pandas.DataFrame) -> list[str]:
+    """One plain sentence per (pipeline, m): did persistency pay off, and through loading or convergence?"""
+    sentences = []
+    for (pipeline, m), cell in table[table["persistency"] > 1].groupby(["pipeline", "batch_size"]):
+        best = cell.loc[cell["speedup"].idxmax()] if cell["speedup"].notna().any() else None
+        if best is None:
+            sentences.append(f"- {pipeline}, m={m}: no K>1 run reached the target, so persistency did not pay off.")
+            continue
+        paid = "paid off" if best["speedup"] > 1 else "did not pay off"
+        source = (
+            "convergence"
+            if abs(math.log(best["convergence_factor"])) >= abs(math.log(best["loading_factor"]))
+            else "loading"
+        )
+        sentences.append(
+            f"- {pipeline}, m={m}: persistency {paid}; the best K={best['persistency']} ({best['lr_schedule']} lr) "
+            f"reached the target {best['speedup']:.2f}x as fast as K=1, mostly through {source} "
+            f"(loading x{best['loading_factor']:.2f}, convergence x{best['convergence_factor']:.2f})."
+        )
+    return sentences
+
+
+def write_report(run_dirs: list[Path], out: Path, target: float | None = None, console: Console | None = None) -> Path:
+    epochs = load_runs(run_dirs)
+    target_given = target is not None
+    table, target = decomposition(epochs, target)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "decomposition.csv", index=False)
+    (out / "decomposition.md").write_text(markdown_table(table) + "\n")
+    figures = []
+    for pipeline in sorted(epochs["pipeline"].unique()):
+        figures += paper_figures(epochs, pipeline, out) + adaptive_figures(epochs, pipeline, out)
+    (console or Console()).print(rich_table(table, target))
+    report = out / "report.md"
+    report.write_text(_markdown(epochs, table, target, target_given, figures))
+    return report
+
+
+def _markdown(
+    epochs: pandas.DataFrame, table: pandas.DataFrame, target: float, target_given: bool, figures: list[Path]
+) -> str:
+    first = epochs.iloc[0]
+    partial = table[table["partial"]]
+    lines = [
+        "# persist report",
+        "",
+        "## Setup",
+        "",
+        f"- dataset `{first['dataset']}`, {first['train_size'] or 'all'} training images, model width {first['width']}",
+        f"- device `{first['device']}`, clock `{first['clock']}`; lr {first['lr']}, momentum {first['momentum']}, "
+        f"loss reduction `{first['loss_reduction']}`",
+        f"- {epochs['run'].nunique()} runs: pipelines {sorted(epochs['pipeline'].unique())}, "
+        f"m {sorted(epochs['batch_size'].unique())}, K {sorted(epochs['persistency'].unique())}, "
+        f"schedules {sorted(epochs['lr_schedule'].unique())}, seeds {sorted(epochs['seed'].unique())}",
+        f"- target test accuracy {target:.4f}"
+        + ("" if target_given else " (default: the best accuracy that every run reached)"),
+    ]
+    if len(partial):
+        lines.append(f"- partial runs (still running or stopped): {len(partial)} cell(s), marked in the table")
+    lines += [
+        "",
+        "## Did persistency pay off?",
+        "",
+        *verdicts(table),
+        "",
+        "## Decomposition",
+        "",
+        markdown_table(table),
+        "",
+        "## Figures",
+        "",
+    ]
+    lines += [f"![{f.stem}]({f.name})" for f in figures]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""`persist sweep`: a grid of training runs in one folder, resumable, one sub-folder per run.
+
+K=1 is run once per (pipeline, m, seed): with K=1 the k*mu schedule is the constant one, and the report uses that run
+as the baseline of both schedules.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from persist.config import PersistError, RunConfig, with_profile
+from persist.data import load_dataset
+from persist.records import EpochRecord, read_records
+from persist.run import train_run
+from persist.train import Trainer
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    base: RunConfig
+    pipelines: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    persistencies: tuple[int, ...]
+    schedules: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def configs(self) -> list[RunConfig]:
+        cells = []
+        for pipeline, m, k, schedule, seed in itertools.product(
+            self.pipelines, self.batch_sizes, self.persistencies, self.schedules, self.seeds
+        ):
+            if k == 1 and schedule != self.schedules[0]:
+                continue  # K=1 is the same run under every schedule
+            cells.append(
+                replace(
+                    self.base,
+                    pipeline=pipeline,
+                    batch_size=m,
+                    persistency=k,
+                    lr_schedule=schedule if k > 1 else "constant",
+                    seed=seed,
+                )
+            )
+        return cells
+
+
+PRESETS = {
+    # minutes on a 2-core CPU: small data and model, two pipelines that bracket the loading cost
+    "cpu": SweepGrid(
+        replace(with_profile(RunConfig(), "smoke"), epochs=6),
+        ("preloaded", "torchvision"),
+        (32, 256),
+        (1, 2, 5),
+        ("constant", "linear"),
+        (0, 1),
+    ),
+    # the paper's grid (Section 2): full data and model, 100 epochs, m in {32, 256, 512}
+    "paper": SweepGrid(
+        with_profile(RunConfig(), "paper"),
+        ("preloaded", "torchvision"),
+        (32, 256, 512),
+        (1, 2, 5),
+        ("constant", "linear"),
+        (0,),
+    ),
+}
+
+
+def run_name(config: RunConfig) -> str:
+    return f"{config.pipeline}-m{config.batch_size}-K{config.persistency}-{config.lr_schedule}-s{config.seed}"
+
+
+def run_sweep(
+    grid: SweepGrid,
+    out: Path,
+    on_run: Callable[[str, RunConfig, str], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> list[Path]:
+    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed."""
+    out.mkdir(parents=True, exist_ok=True)
+    data_cache: dict = {}
+    folders = []
+    for config in grid.configs():
+        folder = out / run_name(config)
+        folders.append(folder)
+        done = len(read_records(folder)) if folder.exists() else 0
+        if done >= config.epochs:
+            if on_run:
+                on_run(run_name(config), config, "finished already")
+            continue
+        if on_run:
+            on_run(run_name(config), config, f"resuming after epoch {done}" if done else "starting")
+        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        if key not in data_cache:
+            data_cache[key] = load_dataset(config)
+        train_run(config, folder, resume=True, trainer=Trainer(config, data_cache[key]), on_epoch=on_epoch)
+    return folders
+
+
+def grid_from_args(preset: str, **overrides) -> SweepGrid:
+    if preset not in PRESETS:
+        raise PersistError(f"preset={preset!r} is not allowed: choose one of {', '.join(PRESETS)}")
+    grid = PRESETS[preset]
+    base_fields = {k: v for k, v in overrides.items() if k in ("dataset", "data_root", "device", "epochs") and v}
+    grid = replace(grid, base=replace(grid.base, **base_fields))
+    axes = {k: tuple(v) for k, v in overrides.items() if k not in base_fields and k != "data_root" and v}
+    for name in ("dataset", "device", "epochs"):
+        axes.pop(name, None)
+    grid = replace(grid, **axes)
+    for config in grid.configs():  # validate every cell before the first run starts
+        if config.batch_size > (config.train_size or 50_000):
+            raise PersistError(
+                f"batch_size={config.batch_size} is not allowed: the training set has {config.train_size} samples"
+            )
+    return grid

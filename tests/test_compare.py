@@ -1,0 +1,87 @@
+"""The regression gate: a real 25% slowdown is caught, jitter and identical input pass, bad input is exit 2."""
+
+import json
+import random
+
+import pytest
+
+from persist.cli import main
+from persist.compare import compare_one, mann_whitney_u
+
+BASE = [1.00, 1.02, 0.99, 1.01, 1.00]
+
+
+def _write(path, rounds_by_name, device="NVIDIA H100 80GB HBM3"):
+    benchmarks = [
+        {"fullname": name, "name": name, "stats": {"data": data, "median": sorted(data)[len(data) // 2]}}
+        for name, data in rounds_by_name.items()
+    ]
+    path.write_text(json.dumps({"machine_info": {"persist": {"device": device}}, "benchmarks": benchmarks}))
+    return str(path)
+
+
+def test_uniform_25_percent_slowdown_of_5_rounds_is_a_regression():
+    result = compare_one("cell", BASE, [1.25 * t for t in BASE], threshold=0.10)
+    assert result.verdict == "regression" and result.test == "mann-whitney-u" and result.p_value < 0.05
+    assert result.ratio == pytest.approx(1.25)
+
+
+def test_jitter_of_3_percent_passes():
+    rng = random.Random(0)
+    for _ in range(50):
+        jittered = [t * (1 + rng.uniform(-0.03, 0.03)) for t in BASE]
+        assert compare_one("cell", BASE, jittered, threshold=0.10).verdict == "same"
+
+
+def test_identical_input_passes():
+    result = compare_one("cell", BASE, list(BASE), threshold=0.10)
+    assert result.verdict == "same" and not result.significant and result.ratio == 1
+
+
+def test_few_rounds_fall_back_to_confidence_intervals():
+    slow = compare_one("cell", [1.0, 1.01, 0.99], [1.3, 1.31, 1.29], threshold=0.10)
+    assert slow.test == "ci-overlap" and slow.verdict == "regression"
+    noisy = compare_one("cell", [1.0, 1.5, 0.7], [1.3, 1.9, 0.9], threshold=0.10)
+    assert noisy.verdict == "same"  # 25% slower by median, but the intervals overlap: not significant
+
+
+def test_mann_whitney_exact_p_values():
+    assert mann_whitney_u([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert mann_whitney_u([1, 2, 3], [1.5, 2.5, 3.5]) == pytest.approx(0.7)  # U=3 of 9: the middle of the range
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    base = _write(tmp_path / "base.json", {"a": BASE, "b": BASE})
+    slow = _write(tmp_path / "slow.json", {"a": [1.25 * t for t in BASE], "b": BASE})
+    assert main(["compare", base, base]) == 0
+    assert main(["compare", base, slow]) == 1
+    assert "1 regression(s) in 2 benchmark(s)" in capsys.readouterr().out
+    assert main(["compare", base, slow, "--threshold", "30"]) == 0
+    capsys.readouterr()
+    assert main(["compare", base, slow, "--json"]) == 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["regressions"] == 1 and {r["name"]: r["verdict"] for r in payload["results"]}["a"] == "regression"
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("garbage", "is not readable JSON"),
+        ("disjoint", "have no benchmarks in common"),
+        ("other_device", "baseline device 'NVIDIA H100 80GB HBM3' differs from candidate device 'cpu'"),
+    ],
+)
+def test_bad_input_is_exit_2(tmp_path, capsys, setup, message):
+    base = _write(tmp_path / "base.json", {"a": BASE})
+    other = tmp_path / "other.json"
+    if setup == "garbage":
+        other.write_text("{")
+    elif setup == "disjoint":
+        _write(other, {"z": BASE})
+    else:
+        _write(other, {"a": BASE}, device="cpu")
+    assert main(["compare", base, str(other)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    if setup == "other_device":
+        assert main(["compare", base, str(other), "--force"]) == 0

@@ -1,0 +1,64 @@
+"""The summary table: computed from pytest-benchmark's JSON form, the same live and from a saved file."""
+
+import json
+
+import pytest
+from rich.console import Console
+
+from persist.cli import main
+from persist.config import PersistError
+from persist.summary import print_summary_file, summary_rows
+
+
+def _cell(pipeline, m, k, median_s, data_wait_s, compute_s, idle_s, util=None):
+    return {
+        "name": f"bench_epoch[{pipeline}-m{m}-K{k}]",
+        "stats": {"median": median_s, "iqr": 0.01, "rounds": 3, "data": [median_s] * 3},
+        "extra_info": {
+            "kind": "train_epoch",
+            "pipeline": pipeline,
+            "batch_size": m,
+            "persistency": k,
+            "device": "cpu",
+            "clock": "host",
+            "fresh_samples": 1000,
+            "data_wait_s": data_wait_s,
+            "compute_s": compute_s,
+            "gpu_idle_s": idle_s,
+            "nvml": {"available": util is not None, "util_mean_pct": util},
+        },
+    }
+
+
+def test_rows_are_computed_from_the_json_form():
+    benchmarks = [
+        _cell("torchvision", 256, 5, 2.0, 0.5, 1.4, 0.6, util=80.0),
+        _cell("preloaded", 256, 1, 0.5, 0.0, 0.5, 0.0),
+        {"name": "bench_model_only[m256]", "stats": {"median": 1.0}, "extra_info": {"kind": "model_only"}},
+    ]
+    rows = summary_rows(benchmarks)
+    assert [(r["pipeline"], r["persistency"]) for r in rows] == [("preloaded", 1), ("torchvision", 5)]
+    tv = rows[1]
+    assert tv["fresh_img_per_s"] == 500 and tv["data_wait_pct"] == 25 and tv["compute_pct"] == 70
+    assert tv["gpu_idle_pct"] == 30 and tv["util_pct"] == 80
+
+
+def test_persist_summary_prints_the_table_from_a_saved_file(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps({"benchmarks": [_cell("dali", 32, 2, 1.0, 0.1, 0.8, 0.2)], "machine_info": {}}))
+    assert main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dali" in out and "1,000" in out and "n/a" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [("{not json", "is not readable JSON"), ('{"version": 1}', "has no 'benchmarks' list")]
+)
+def test_a_file_that_is_not_benchmark_json_is_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["summary", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    with pytest.raises(PersistError):
+        print_summary_file(path, Console(file=None))
