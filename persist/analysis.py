@@ -49,6 +49,7 @@ def per_run(epochs: pandas.DataFrame, target: float) -> pandas.DataFrame:
                 "run": run["run"].iloc[0],
                 "epochs_done": len(run),
                 "epochs_planned": run["epochs"].iloc[0],
+                "diverged": _diverged(run),
                 "best_test_acc": run["test_acc"].max(),
                 "time_per_step_s": wall / steps,
                 "compute_per_step_s": compute / steps,
@@ -57,6 +58,9 @@ def per_run(epochs: pandas.DataFrame, target: float) -> pandas.DataFrame:
                 "steps_to_target": upto["steps"].sum() if upto is not None else math.nan,
                 "fresh_samples_to_target": upto["fresh_samples"].sum() if upto is not None else math.nan,
                 "seconds_to_target": upto["wall_s"].sum() if upto is not None else math.nan,
+                "allreduce_probe_s": run["dist_allreduce_probe_s"].mean()
+                if "dist_allreduce_probe_s" in run
+                else math.nan,
             }
         )
     runs = pandas.DataFrame(rows)
@@ -64,9 +68,15 @@ def per_run(epochs: pandas.DataFrame, target: float) -> pandas.DataFrame:
     return runs
 
 
+def _diverged(run: pandas.DataFrame) -> bool:
+    return "status" in run and str(run["status"].iloc[0]).startswith("diverged")
+
+
 def default_target(epochs: pandas.DataFrame) -> float:
-    """The best accuracy that every run reached: the highest target all compared runs can be timed to."""
-    return float(epochs.groupby(RUN_KEYS)["test_acc"].max().min())
+    """The best accuracy that every run reached: the highest target all compared runs can be timed to.
+    Runs that diverged are left out: they would pull the target down to their last accuracy before the NaN."""
+    healthy = epochs[~epochs["status"].astype(str).str.startswith("diverged")] if "status" in epochs else epochs
+    return float((healthy if len(healthy) else epochs).groupby(RUN_KEYS)["test_acc"].max().min())
 
 
 def factors(runs: pandas.DataFrame) -> pandas.DataFrame:
@@ -110,6 +120,7 @@ DECOMPOSITION_COLUMNS = [
     "loading_factor",
     "convergence_factor",
     "speedup",
+    "allreduce_probe_s",
 ]
 
 
@@ -127,6 +138,7 @@ def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tupl
             **dict(zip(CELL_KEYS, keys, strict=True)),
             "seeds": len(cell),
             "partial": bool(cell["partial"].any()),
+            "diverged": int(cell["diverged"].sum()),
             "reached": int(cell["steps_to_target"].notna().sum()),
         }
         for column in DECOMPOSITION_COLUMNS:
@@ -138,7 +150,9 @@ def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tupl
 
 def _note(row: dict) -> str:
     notes = []
-    if row["partial"]:
+    if row["diverged"]:
+        notes.append(f"{row['diverged']} seed(s) diverged (NaN loss)")
+    elif row["partial"]:
         notes.append("partial run")
     if row["reached"] < row["seeds"]:
         notes.append(f"target missed by {row['seeds'] - row['reached']} seed(s)")

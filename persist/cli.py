@@ -6,6 +6,8 @@ Every user error, from a bad flag to a foreign output folder, is one line on std
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -22,12 +24,29 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from error
+
+
+def _words(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def _add_train(commands) -> None:
     p = commands.add_parser("train", help="train the paper's model with minibatch persistency")
     p.add_argument("--out", type=Path, required=True, help="run folder: manifest.json, epochs.jsonl, checkpoint.pt")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     p.add_argument("--profile", help=f"start from a named size profile ({', '.join(PROFILES)}); flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--collective-timeout-s",
+        type=float,
+        default=300.0,
+        help="under torchrun: give up on a collective after this long (a dead or hung rank)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--dataset", help="synthetic (default, offline) | cifar10 | digits")
     g.add_argument("--data-root", help="folder holding cifar-10-batches-py (default ./data)")
@@ -72,12 +91,24 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from persist.dist import from_environment
     from persist.progress import EpochProgress
     from persist.run import train_run
 
     config = config_from_args(args)
-    with EpochProgress(config, quiet=args.quiet) as progress:
-        train_run(config, args.out, resume=args.resume, on_epoch=progress.epoch_done, on_load=progress.load_done)
+    dist = from_environment(config.device, args.collective_timeout_s)  # torchrun: one process per rank
+    try:
+        with EpochProgress(config, quiet=args.quiet or not dist.is_main) as progress:
+            train_run(
+                config,
+                args.out,
+                resume=args.resume,
+                dist=dist,
+                on_epoch=progress.epoch_done,
+                on_load=progress.load_done,
+            )
+    finally:
+        dist.close()
     return 0
 
 
@@ -137,6 +168,56 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if regressions else 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from persist.sweep import grid_from_args, run_sweep
+
+    console = Console()
+    if args.seeds is not None and args.seeds < 1:
+        raise PersistError(f"seeds={args.seeds} is not allowed: use a number of seeds >= 1")
+    grid = grid_from_args(
+        args.preset,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        device=args.device,
+        epochs=args.epochs,
+        pipelines=args.pipelines,
+        batch_sizes=args.batch_sizes,
+        persistencies=args.persistencies,
+        schedules=args.schedules,
+        seeds=range(args.seeds) if args.seeds else None,
+    )
+    total = len(grid.configs())
+    count = iter(range(1, total + 1))
+
+    def on_run(name, config, state):
+        console.print(f"[{next(count)}/{total}] {name}: {state}", highlight=False)
+
+    def on_epoch(r):
+        console.print(f"    epoch {r.epoch}: test_acc {r.test_acc:.4f}  wall {r.wall_s:.2f}s", highlight=False)
+
+    run_sweep(grid, args.out, on_run=on_run, on_epoch=None if args.quiet else on_epoch)
+    console.print(f"{total} runs in {args.out}; next: persist report {args.out}/* --out {args.out}/report")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from persist.report import write_report
+
+    if args.target is not None and not 0 < args.target <= 1:
+        raise PersistError(f"target={args.target} is not allowed: use an accuracy in (0, 1]")
+    folders = [p for p in args.runs if p.is_dir() and (p / "manifest.json").exists()]
+    others = [p for p in args.runs if p not in folders and p.resolve() != args.out.resolve()]
+    if others:
+        raise PersistError(f"{others[0]} is not a persist run folder (no manifest.json)")
+    if not folders:
+        raise PersistError("no run folders given: pass the folders that persist train or persist sweep wrote")
+    report = write_report(folders, args.out, target=args.target)
+    print(f"wrote {report} and its figures and tables in {args.out}")
+    return 0
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="persist", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -151,16 +232,46 @@ def build_parser() -> Parser:
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.add_argument("--force", action="store_true", help="compare even when the devices differ")
     c.set_defaults(handler=_compare)
+    w = commands.add_parser("sweep", help="run a resumable grid of training runs into one folder")
+    w.add_argument("--preset", default="cpu", help="cpu (minutes on a CPU) | paper (the paper's grid, for a GPU)")
+    w.add_argument("--out", type=Path, required=True)
+    w.add_argument("--pipelines", type=_words, help="comma-separated, e.g. preloaded,torchvision")
+    w.add_argument("--batch-sizes", type=_ints, help="comma-separated m values")
+    w.add_argument("--persistencies", type=_ints, help="comma-separated K values (include 1: the baseline)")
+    w.add_argument("--schedules", type=_words, help="comma-separated: constant,linear")
+    w.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
+    w.add_argument("--epochs", type=int)
+    w.add_argument("--dataset")
+    w.add_argument("--data-root")
+    w.add_argument("--device")
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(handler=_sweep)
+    r = commands.add_parser("report", help="figures, decomposition table and report from run folders")
+    r.add_argument("runs", type=Path, nargs="+", help="run folders (e.g. SWEEP/*)")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--target", type=float, help="test accuracy to time (default: the best every run reached)")
+    r.set_defaults(handler=_report)
     return parser
+
+
+def _terminate(signum, frame):
+    # torchrun sends SIGTERM to the surviving ranks when one dies: stop like Ctrl-C, so the run folder says so
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    speaks = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints errors: one line, not N
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.handler(args)
     except PersistError as error:
-        print(f"persist {args.command}: error: {error}", file=sys.stderr)
+        if speaks:
+            print(f"persist {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"persist {args.command}: interrupted; finished epochs are on disk", file=sys.stderr)
+        if speaks:
+            print(f"persist {args.command}: interrupted; finished epochs are on disk", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,8 +12,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas
 
 PANELS = [
     ("test_acc", "train_time_s", "test accuracy", "training time (s)"),

@@ -38,6 +38,7 @@ class EpochRecord:
     clock: str  # cuda_events | host
     device: str
     nvml: dict = field(default_factory=dict)
+    dist: dict = field(default_factory=dict)  # several ranks: world size, backend, per-rank max/mean, all-reduce
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -119,9 +120,10 @@ def load_runs(paths) -> pandas.DataFrame:  # noqa: F821 - pandas imported lazily
         manifest = read_manifest(path)
         if manifest is None:
             raise RunDirError(f"{path} is not a persist run folder: no {MANIFEST}")
-        config = manifest["config"]
+        config, status = manifest["config"], manifest.get("status", "unknown")
         for record in read_records(path):
-            row = {"run": str(path), **config, **record.as_dict()}
+            row = {"run": str(path), "status": status, **config, **record.as_dict()}
             row.pop("nvml")
+            row.update({f"dist_{k}": v for k, v in row.pop("dist").items()})
             rows.append(row)
     return pandas.DataFrame(rows)

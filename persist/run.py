@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
+from persist.dist import DistContext
 from persist.model import parameter_count
 from persist.records import (
     CHECKPOINT,
@@ -27,7 +28,7 @@ from persist.records import (
     read_manifest,
     write_json_atomic,
 )
-from persist.train import Trainer, device_name
+from persist.train import DivergedError, Trainer, device_name
 
 
 def versions() -> dict:
@@ -78,6 +79,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "pipeline": trainer.pipeline.describe(),
             "model_parameters": parameter_count(trainer.model),
             "counts_per_epoch": trainer.counts,
+            "distributed": trainer.dist.describe(),
             "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
             "created_utc": previous.get("created_utc", _now_utc()),
             "updated_utc": _now_utc(),
@@ -88,31 +90,41 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
     tmp = out / (CHECKPOINT + ".tmp")
-    torch.save(
-        {
-            "epoch": record.epoch,
-            "record": record.as_dict(),
-            "model": trainer.model.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-        },
-        tmp,
-    )
+    state = {
+        "epoch": record.epoch,
+        "record": record.as_dict(),
+        "model": trainer.core.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+    }
+    torch.save(state, tmp)
     os.replace(tmp, out / CHECKPOINT)
 
 
-def restore(out: Path, trainer: Trainer, records: list[EpochRecord]) -> list[EpochRecord]:
-    """Load the checkpoint of the last finished epoch; supply its record line if a kill cut it off."""
+def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
+    """The finished epochs, with the record line of a kill between checkpoint and record supplied again."""
     path = out / CHECKPOINT
     if not path.exists():
         raise RunDirError(f"{out} has {len(records)} finished epoch(s) but no {CHECKPOINT}: cannot resume")
-    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state["epoch"] == len(records) + 1:  # killed after the checkpoint, before the record line
         records = [*records, EpochRecord(**state["record"])]
         append_record(out, records[-1])
     if state["epoch"] != len(records):
         raise RunDirError(f"{path} is at epoch {state['epoch']} but the records end at {len(records)}: cannot resume")
-    trainer.model.load_state_dict(state["model"])
+    return records
+
+
+def load_checkpoint(out: Path, trainer: Trainer) -> None:
+    state = torch.load(out / CHECKPOINT, map_location=trainer.device, weights_only=True)
+    trainer.core.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
+
+
+def _open_folder(out: Path, config: RunConfig, resume: bool) -> list[EpochRecord]:
+    out.mkdir(parents=True, exist_ok=True)
+    records = prepare_run_dir(out, config, resume)  # refuse a foreign folder before any expensive set-up
+    if records or (resume and (out / CHECKPOINT).exists()):
+        records = heal(out, records)
     return records
 
 
@@ -122,29 +134,38 @@ def train_run(
     resume: bool = False,
     *,
     trainer: Trainer | None = None,
+    dist: DistContext | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     on_load: Callable[[int], None] | None = None,
 ) -> list[EpochRecord]:
-    """Train `config.epochs` epochs into `out`, continuing a finished prefix when `resume`; return all records."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = prepare_run_dir(out, config, resume)  # refuse a foreign folder before any expensive set-up
-    trainer = trainer or Trainer(config)
+    """Train `config.epochs` epochs into `out`, continuing a finished prefix when `resume`; return all records.
+
+    With several ranks every rank calls this; rank 0 alone reads and writes the folder."""
+    out, dist = Path(out), dist or DistContext()
+    dist.check_same_config(config)
+    records = dist.on_main(lambda: _open_folder(out, config, resume))
+    trainer = trainer or Trainer(config, dist=dist)
+    main = dist.is_main
     try:
-        if records or (resume and (out / CHECKPOINT).exists()):
-            records = restore(out, trainer, records)
-        write_manifest(out, trainer, "running")
+        if records:
+            load_checkpoint(out, trainer)  # every rank: the folder must be shared (one node, or a shared disk)
+        if main:
+            write_manifest(out, trainer, "running")
         for epoch in range(len(records) + 1, config.epochs + 1):
             record = trainer.run_epoch(epoch, on_load)
-            save_checkpoint(out, trainer, record)
-            append_record(out, record)
+            if main:
+                save_checkpoint(out, trainer, record)
+                append_record(out, record)
             records.append(record)
-            if on_epoch is not None:
+            if on_epoch is not None and main:
                 on_epoch(record)
-        write_manifest(out, trainer, "finished")
+        if main:
+            write_manifest(out, trainer, "finished")
         return records
     except BaseException as error:
-        write_manifest(out, trainer, f"stopped in epoch {len(records) + 1}: {type(error).__name__}: {error}")
+        if main:
+            state = "diverged" if isinstance(error, DivergedError) else "stopped"
+            write_manifest(out, trainer, f"{state} in epoch {len(records) + 1}: {type(error).__name__}: {error}")
         raise
     finally:
         trainer.close()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from persist.config import PersistError, RunConfig, with_profile
 from persist.data import load_dataset
-from persist.records import EpochRecord, read_records
+from persist.records import EpochRecord, read_manifest, read_records
 from persist.run import train_run
-from persist.train import Trainer
+from persist.train import DivergedError, Trainer
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,21 @@ def run_sweep(
         folder = out / run_name(config)
         folders.append(folder)
         done = len(read_records(folder)) if folder.exists() else 0
-        if done >= config.epochs:
+        status = (read_manifest(folder) or {}).get("status", "") if folder.exists() else ""
+        if done >= config.epochs or status.startswith("diverged"):  # a diverged run would diverge again
             if on_run:
-                on_run(run_name(config), config, "finished already")
+                on_run(run_name(config), config, "finished already" if done >= config.epochs else status)
             continue
         if on_run:
             on_run(run_name(config), config, f"resuming after epoch {done}" if done else "starting")
         key = (config.dataset, config.data_root, config.train_size, config.test_size)
         if key not in data_cache:
             data_cache[key] = load_dataset(config)
-        train_run(config, folder, resume=True, trainer=Trainer(config, data_cache[key]), on_epoch=on_epoch)
+        try:
+            train_run(config, folder, resume=True, trainer=Trainer(config, data_cache[key]), on_epoch=on_epoch)
+        except DivergedError as error:  # a result of the grid, not a failure of the sweep: record it and go on
+            if on_run:
+                on_run(run_name(config), config, f"diverged: {error}")
     return folders
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from persist.config import ConfigError, PersistError, RunConfig
 from persist.data import ImageData, Pipeline, load_dataset, make_pipeline
 from persist.data.preloaded import DeviceImages
+from persist.dist import DistContext
 from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.nvml import Sampler, open_sampler
 from persist.model import make_model
@@ -34,7 +35,11 @@ class DivergedError(PersistError):
     """The training loss became NaN or infinite."""
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:
+    if dist is not None and dist.enabled and spec in ("auto", "cuda") and dist.backend == "nccl":
+        return torch.device("cuda", dist.local_rank)  # torchrun: one GPU per local rank
+    if dist is not None and dist.enabled and spec.startswith("cuda:"):
+        raise ConfigError(f"device={spec!r} would put every rank on one GPU: use --device cuda with torchrun")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
@@ -64,31 +69,39 @@ class Trainer:
         clock: StepClock | None = None,
         sampler: Sampler | None = None,
         now: Callable[[], float] = time.perf_counter,
+        dist: DistContext | None = None,
     ):
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist = dist or DistContext()
+        self.device = resolve_device(config.device, self.dist)
         self.data = data if data is not None else load_dataset(config)
-        n = len(self.data.train_y)
-        if config.batch_size > n:
-            raise ConfigError(f"batch_size={config.batch_size} is not allowed: the training set has {n} samples")
-        self.pipeline: Pipeline = make_pipeline(config, self.data, self.device)
+        n, world = len(self.data.train_y), self.dist.world_size
+        if config.batch_size * world > n:
+            raise ConfigError(
+                f"batch_size={config.batch_size} is not allowed: the training set has {n} samples"
+                + (f", fewer than one global batch of {config.batch_size} x {world} ranks" if world > 1 else "")
+            )
+        self.pipeline: Pipeline = make_pipeline(config, self.data, self.device, self.dist.rank, world)
         self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
-        self.model = make_model(config.width, config.seed, self.device)
+        self.core = make_model(config.width, config.seed, self.device)  # the model itself, unwrapped
+        self.model = self.dist.wrap(self.core, self.device)  # DDP with several ranks
         self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)
         self.lrs = lr_of_use(config.lr_schedule, config.lr, config.persistency)
         self.clock = clock if clock is not None else make_clock(self.device)
         self.sampler = sampler if sampler is not None else open_sampler(self.device)
         self.sync = make_sync(self.device)
         self.now = now
-        self.counts = counts(n, config.batch_size, config.persistency)
+        self.counts = counts(n, config.batch_size * world, config.persistency)  # global: every rank's samples
         # the loss is summed per example in either reduction, so train_loss reads the same for sum and mean
         self.loss_scale = 1.0 if config.loss_reduction == "sum" else float(config.batch_size)
+        # DDP averages gradients over ranks; the paper's gradient is the sum over the (global) minibatch
+        self.grad_scale = float(world) if config.loss_reduction == "sum" else 1.0
 
     def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
         """One SGD step: forward, loss, backward, paper-form momentum update. No host sync."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(x), y, reduction=self.config.loss_reduction)
-        loss.backward()
+        (loss * self.grad_scale if self.grad_scale != 1 else loss).backward()
         self.optimizer.step()
         loss_sum.add_(loss.detach(), alpha=self.loss_scale)
 
@@ -123,8 +136,9 @@ class Trainer:
         finally:
             nvml = self.sampler.stop()
         times = self.clock.resolve()
-        steps = loads * self.config.persistency
-        train_loss = loss_sum.item() / max(1, steps * self.config.batch_size)  # deliberate sync, once per epoch
+        steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
+        # deliberate sync, once per epoch; with several ranks the loss is first summed over them
+        train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
         if not math.isfinite(train_loss):
             raise DivergedError(
                 f"train loss became {train_loss} in epoch {epoch} (lr={self.config.lr}, schedule "
@@ -138,11 +152,21 @@ class Trainer:
             "gpu_idle_s": times.gpu_idle_s,
             "loads": loads,
             "steps": steps,
-            "fresh_samples": loads * self.config.batch_size,
-            "sample_steps": steps * self.config.batch_size,
+            "fresh_samples": loads * global_m,
+            "sample_steps": steps * global_m,
             "train_loss": train_loss,
             "clock": self.clock.name,
             "nvml": nvml,
+            "dist": self._rank_summary(data_wait_s, times.compute_s),
+        }
+
+    def _rank_summary(self, data_wait_s: float, compute_s: float) -> dict:
+        if not self.dist.enabled:
+            return {}
+        numel = sum(p.numel() for p in self.core.parameters())
+        return {
+            **self.dist.rank_timings(data_wait_s, compute_s),
+            "allreduce_probe_s": self.dist.allreduce_probe_s(numel, self.device),
         }
 
     def _next_batch(self, batches, epoch: int, loads: int):
@@ -158,14 +182,16 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Mean per-example test loss and top-1 accuracy, timed on its own."""
-        self.model.eval()
+        """Mean per-example test loss and top-1 accuracy, timed on its own (on rank 0 only: it writes the records)."""
+        if not self.dist.is_main:
+            return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
+        self.core.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
         for x, y in self.test.in_order(self.config.eval_batch_size):
-            logits = self.model(x)
+            logits = self.core(x)  # the unwrapped model: evaluation needs no collective
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
         n = len(self.test)
@@ -174,7 +200,9 @@ class Trainer:
 
     def run_epoch(self, epoch: int, on_load: Callable[[int], None] | None = None) -> EpochRecord:
         trained = self.train_epoch(epoch, on_load)
-        return EpochRecord(**trained, **self.evaluate(), device=device_name(self.device))
+        evaluated = self.evaluate()
+        self.dist.barrier()  # the next epoch starts together, not while rank 0 is still evaluating
+        return EpochRecord(**trained, **evaluated, device=device_name(self.device))
 
     def close(self) -> None:
         self.pipeline.close()

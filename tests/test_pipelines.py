@@ -118,3 +118,41 @@ def test_manifest_options_are_recorded(tiny_data):
     }
     t = make_pipeline(RunConfig(pipeline="torchvision", num_workers=1, device="cpu"), tiny_data, CPU)
     assert t.describe()["num_workers"] == 1 and t.describe()["pin_memory"] is False
+
+
+def test_training_losses_are_the_same_whichever_pipeline_feeds_them(tmp_path):
+    """persist train with each pipeline: same seed, same batches, so the same losses (float rounding aside)."""
+    from persist.cli import main
+    from persist.records import read_records
+
+    losses = {}
+    for pipeline in ["preloaded", "torchvision"] + (["dali"] if HAS_DALI else []):
+        out = tmp_path / pipeline
+        args = [
+            "train",
+            "--pipeline",
+            pipeline,
+            "--train-size",
+            "256",
+            "--test-size",
+            "64",
+            "--width",
+            "0.125",
+            "-m",
+            "32",
+            "-K",
+            "2",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+        assert main(args) == 0
+        losses[pipeline] = [(r.train_loss, r.test_loss, r.test_acc) for r in read_records(out)]
+    reference = losses.pop("preloaded")
+    for pipeline, got in losses.items():
+        for a, b in zip(got, reference, strict=True):
+            assert a == pytest.approx(b, rel=1e-4), pipeline

@@ -36,12 +36,16 @@ class DelayedPipeline:
         self.inner.close()
 
 
-def make_pipeline(config: RunConfig, data: ImageData, device: torch.device) -> Pipeline:
+def make_pipeline(
+    config: RunConfig, data: ImageData, device: torch.device, rank: int = 0, world_size: int = 1
+) -> Pipeline:
+    """The configured pipeline; with several ranks, each yields only its part of every global batch."""
     args = (data, config.batch_size, config.seed, device)
+    shard = {"rank": rank, "world_size": world_size}
     if config.pipeline == "preloaded":
         from persist.data.preloaded import PreloadedPipeline
 
-        pipeline = PreloadedPipeline(*args)
+        pipeline = PreloadedPipeline(*args, **shard)
     elif config.pipeline == "torchvision":
         from persist.data.torchvision_loader import TorchvisionPipeline
 
@@ -51,6 +55,7 @@ def make_pipeline(config: RunConfig, data: ImageData, device: torch.device) -> P
             pin_memory=config.pin_memory,
             persistent_workers=bool(config.persistent_workers),
             prefetch_factor=config.prefetch_factor,
+            **shard,
         )
     else:
         from persist.data.dali_loader import DaliPipeline
@@ -60,5 +65,6 @@ def make_pipeline(config: RunConfig, data: ImageData, device: torch.device) -> P
             num_threads=config.dali_threads or 1,
             prefetch_queue_depth=config.dali_prefetch_depth or 2,
             py_num_workers=config.dali_py_workers or 0,
+            **shard,
         )
     return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline

@@ -64,10 +64,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-def batch_indices(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Consecutive slices of `order`, dropping the incomplete last batch, identically for every pipeline."""
-    loads = len(order) // batch_size
-    return list(order[: loads * batch_size].view(loads, batch_size))
+def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
+    """This rank's part of each global batch: consecutive slices of `order` of batch_size*world_size, the incomplete
+    last one dropped, each split into world_size parts of batch_size. One process: plain consecutive batches."""
+    loads = len(order) // (batch_size * world_size)
+    return list(order[: loads * batch_size * world_size].view(loads, world_size, batch_size)[:, rank])
 
 
 def scaled_stats(data: ImageData) -> tuple[list[float], list[float]]:

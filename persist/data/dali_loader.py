@@ -29,16 +29,24 @@ def dali_available() -> tuple[bool, str]:
 class OrderSource:
     """Batch-mode external source: batch `info.iteration` of epoch `first_epoch + info.epoch_idx`."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        seed: int,
+        first_epoch: int,
+        shard: tuple[int, int] = (0, 1),
+    ):
         self.images, self.labels = images, labels
-        self.batch_size, self.seed, self.first_epoch = batch_size, seed, first_epoch
+        self.batch_size, self.seed, self.first_epoch, self.shard = batch_size, seed, first_epoch, shard
         self._epoch, self._batches = None, []
 
     def __call__(self, info) -> tuple[np.ndarray, np.ndarray]:
         epoch = self.first_epoch + info.epoch_idx
         if epoch != self._epoch:
             order = epoch_order(len(self.labels), self.seed, epoch)
-            self._epoch, self._batches = epoch, [b.numpy() for b in batch_indices(order, self.batch_size)]
+            self._epoch, self._batches = epoch, [b.numpy() for b in batch_indices(order, self.batch_size, *self.shard)]
         if info.iteration >= len(self._batches):
             raise StopIteration
         index = self._batches[info.iteration]
@@ -89,6 +97,8 @@ class DaliPipeline:
         num_threads: int = 1,
         prefetch_queue_depth: int = 2,
         py_num_workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         ok, reason = dali_available()
         if not ok:
@@ -101,15 +111,16 @@ class DaliPipeline:
             "py_num_workers": py_num_workers,
         }
         self.images, self.labels = data.train_x.numpy(), data.train_y.numpy()
+        self.shard = (rank, world_size)
         self._iterator, self._next_epoch = None, None
 
     def __len__(self) -> int:
-        return len(self.labels) // self.batch_size
+        return len(self.labels) // (self.batch_size * self.shard[1])
 
     def _start(self, first_epoch: int) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-        source = OrderSource(self.images, self.labels, self.batch_size, self.seed, first_epoch)
+        source = OrderSource(self.images, self.labels, self.batch_size, self.seed, first_epoch, self.shard)
         pipe = _build(source, self.data, self.batch_size, self.device_id, self.options)
         pipe.build()
         self._iterator = DALIGenericIterator(pipe, ["x", "y"], auto_reset=True)

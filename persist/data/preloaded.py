@@ -41,17 +41,20 @@ class DeviceImages:
 class PreloadedPipeline:
     name = "preloaded"
 
-    def __init__(self, data: ImageData, batch_size: int, seed: int, device: torch.device):
+    def __init__(
+        self, data: ImageData, batch_size: int, seed: int, device: torch.device, *, rank: int = 0, world_size: int = 1
+    ):
         self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.rank, self.world_size = rank, world_size
         self.train = DeviceImages(data.train_x, data.train_y, data, device)
 
     def __len__(self) -> int:
-        return len(self.train) // self.batch_size
+        return len(self.train) // (self.batch_size * self.world_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         # The order is drawn on the CPU (shared with the other pipelines) and sent over once per epoch.
         order = epoch_order(len(self.train), self.seed, epoch).to(self.device, non_blocking=True)
-        for index in batch_indices(order, self.batch_size):
+        for index in batch_indices(order, self.batch_size, self.rank, self.world_size):
             yield self.train.batch(index)
 
     def describe(self) -> dict:

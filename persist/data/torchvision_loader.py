@@ -32,18 +32,19 @@ class ArrayDataset(Dataset):
 class EpochBatchSampler(Sampler[list[int]]):
     """Yields the index lists of one epoch from the shared order; `set_epoch` picks the epoch."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.n, self.batch_size, self.seed, self.current_epoch = n, batch_size, seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.current_epoch = epoch
 
     def __len__(self) -> int:
-        return self.n // self.batch_size
+        return self.n // (self.batch_size * self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, self.seed, self.current_epoch)
-        return (index.tolist() for index in batch_indices(order, self.batch_size))
+        return (index.tolist() for index in batch_indices(order, self.batch_size, self.rank, self.world_size))
 
 
 class TorchvisionPipeline:
@@ -60,10 +61,12 @@ class TorchvisionPipeline:
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.device = device
         self.pin_memory = device.type == "cuda" if pin_memory is None else pin_memory
-        self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed)
+        self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed, rank, world_size)
         self.options = {
             "num_workers": num_workers,
             "pin_memory": self.pin_memory,

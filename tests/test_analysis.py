@@ -1,0 +1,106 @@
+"""Decomposition from records alone: factors, time to target, CIs, defaults and the checks on mixed input."""
+
+import math
+
+import pandas
+import pytest
+
+from persist.analysis import decomposition, mean_ci, per_run
+from persist.config import PersistError, RunConfig
+
+
+def _epochs(pipeline, m, k, seed, accs, wall_s, compute_s, schedule="constant", loads=10, epochs=None):
+    config = RunConfig(
+        pipeline=pipeline, batch_size=m, persistency=k, lr_schedule=schedule, seed=seed, epochs=epochs or len(accs)
+    ).as_dict()
+    return [
+        {
+            **config,
+            "run": f"{pipeline}-m{m}-K{k}-{schedule}-s{seed}",
+            "epoch": e + 1,
+            "wall_s": wall_s,
+            "compute_s": compute_s,
+            "loads": loads,
+            "steps": loads * k,
+            "fresh_samples": loads * m,
+            "test_acc": acc,
+            "test_loss": 1 - acc,
+            "device": "cpu",
+            "clock": "host",
+        }
+        for e, acc in enumerate(accs)
+    ]
+
+
+def _frame(*runs):
+    return pandas.DataFrame([row for run in runs for row in run])
+
+
+def test_factors_split_the_speedup():
+    # K=1: 10 steps/epoch at 1.0 s -> 0.1 s/step; reaches 0.5 at epoch 4 (40 steps, 4 s)
+    # K=5: 50 steps/epoch at 2.5 s -> 0.05 s/step (loading shared); reaches 0.5 at epoch 1 (50 steps, 2.5 s)
+    epochs = _frame(
+        _epochs("torchvision", 256, 1, 0, [0.2, 0.3, 0.4, 0.5], 1.0, 0.5),
+        _epochs("torchvision", 256, 5, 0, [0.5, 0.6, 0.6, 0.6], 2.5, 2.0),
+    )
+    table, target = decomposition(epochs, target=0.5)
+    k5 = table[table["persistency"] == 5].iloc[0]
+    assert target == 0.5
+    assert k5["time_per_step_s"] == pytest.approx(0.05) and k5["compute_per_step_s"] == pytest.approx(0.04)
+    assert k5["overhead_per_load_s"] == pytest.approx(0.05)  # (2.5 - 2.0) s over 10 loads
+    assert k5["loading_factor"] == pytest.approx(2.0) and k5["convergence_factor"] == pytest.approx(40 / 50)
+    assert k5["speedup"] == pytest.approx(4.0 / 2.5)  # = seconds_to_target(1) / seconds_to_target(5)
+    assert k5["steps_to_target"] == 50 and k5["epochs_to_target"] == 1 and k5["fresh_samples_to_target"] == 2560
+
+
+def test_default_target_is_reachable_by_every_run():
+    epochs = _frame(_epochs("preloaded", 32, 1, 0, [0.3, 0.45], 1, 1), _epochs("preloaded", 32, 2, 0, [0.4, 0.6], 2, 2))
+    table, target = decomposition(epochs)
+    assert target == 0.45 and table["steps_to_target"].notna().all()
+
+
+def test_preloaded_loading_factor_far_from_one_is_flagged():
+    epochs = _frame(_epochs("preloaded", 32, 1, 0, [0.5], 1.0, 1.0), _epochs("preloaded", 32, 2, 0, [0.5], 1.0, 1.0))
+    table, _ = decomposition(epochs, target=0.5)
+    assert "is not ~1 on preloaded" in table[table["persistency"] == 2].iloc[0]["note"]
+
+
+def test_confidence_intervals_over_seeds():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert math.isnan(mean_ci([5.0])[1])
+    runs = [_epochs("preloaded", 32, k, s, [0.5], 1.0 * k, 1.0 * k) for k in (1, 2) for s in (0, 1, 2)]
+    table, _ = decomposition(_frame(*runs), target=0.5)
+    assert (table["seeds"] == 3).all()
+
+
+def test_partial_runs_are_reported_as_partial():
+    epochs = _frame(
+        _epochs("preloaded", 32, 1, 0, [0.5, 0.6], 1, 1, epochs=10), _epochs("preloaded", 32, 2, 0, [0.6], 2, 2)
+    )
+    runs = per_run(epochs, 0.5)
+    assert runs.set_index("persistency").loc[1, "partial"]
+    table, _ = decomposition(epochs, target=0.5)
+    assert "partial run" in table[table["persistency"] == 1].iloc[0]["note"]
+
+
+def test_unreachable_target_and_mixed_datasets_are_errors():
+    a = _epochs("preloaded", 32, 1, 0, [0.3], 1, 1)
+    with pytest.raises(PersistError, match=r"target accuracy 0.9000 is reached by no run \(best is 0.3000\)"):
+        decomposition(_frame(a), target=0.9)
+    b = [{**row, "dataset": "cifar10", "run": "other"} for row in _epochs("preloaded", 32, 2, 0, [0.3], 1, 1)]
+    with pytest.raises(PersistError, match="runs with different dataset cannot share a figure or table"):
+        decomposition(_frame(a, b))
+    with pytest.raises(PersistError, match="no finished epochs"):
+        decomposition(pandas.DataFrame())
+
+
+def test_diverged_runs_are_noted_and_do_not_set_the_default_target():
+    healthy = _epochs("preloaded", 32, 1, 0, [0.3, 0.6], 1, 1)
+    diverged = [
+        {**row, "status": "diverged in epoch 2: ..."} for row in _epochs("preloaded", 32, 5, 0, [0.1], 5, 5, epochs=2)
+    ]
+    frame = _frame([{**row, "status": "finished"} for row in healthy], diverged)
+    table, target = decomposition(frame)
+    assert target == 0.6
+    assert "1 seed(s) diverged" in table[table["persistency"] == 5].iloc[0]["note"]

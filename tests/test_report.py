@@ -1,0 +1,113 @@
+"""persist sweep -> persist report, end to end on tiny runs: folders, figures, tables, and bad input."""
+
+import pytest
+
+from persist.cli import main
+from persist.records import load_runs
+
+TINY = ["--dataset", "synthetic", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory, monkeypatch_module):
+    out = tmp_path_factory.mktemp("sweep")
+    args = [
+        "sweep",
+        "--preset",
+        "cpu",
+        "--out",
+        str(out),
+        "--pipelines",
+        "preloaded",
+        "--batch-sizes",
+        "64",
+        "--persistencies",
+        "1,2",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        *TINY,
+    ]
+    assert main(args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """The cpu preset's sizes, shrunk further so the module's sweep takes seconds."""
+    from dataclasses import replace
+
+    import persist.sweep as sweep
+
+    mp = pytest.MonkeyPatch()
+    grid = sweep.PRESETS["cpu"]
+    mp.setitem(sweep.PRESETS, "cpu", replace(grid, base=replace(grid.base, train_size=256, test_size=64)))
+    yield mp
+    mp.undo()
+
+
+def test_sweep_writes_one_folder_per_run_and_resumes(sweep_dir, capsys):
+    names = sorted(p.name for p in sweep_dir.iterdir())
+    # K=1 once per seed; K=2 for both schedules and both seeds
+    assert names == [
+        "preloaded-m64-K1-constant-s0",
+        "preloaded-m64-K1-constant-s1",
+        "preloaded-m64-K2-constant-s0",
+        "preloaded-m64-K2-constant-s1",
+        "preloaded-m64-K2-linear-s0",
+        "preloaded-m64-K2-linear-s1",
+    ]
+    frame = load_runs(sorted(sweep_dir.iterdir()))
+    assert len(frame) == 12 and set(frame["lr_schedule"]) == {"constant", "linear"}
+    capsys.readouterr()
+    args = [
+        "sweep",
+        "--preset",
+        "cpu",
+        "--out",
+        str(sweep_dir),
+        "--pipelines",
+        "preloaded",
+        "--batch-sizes",
+        "64",
+        "--persistencies",
+        "1,2",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        *TINY,
+    ]
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("finished already") == 6
+
+
+def test_report_writes_figures_tables_and_markdown(sweep_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    runs = [str(p) for p in sorted(sweep_dir.iterdir())]
+    assert main(["report", *runs, "--out", str(out)]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "report.md",
+        "decomposition.csv",
+        "decomposition.md",
+        "fig-preloaded-m64.png",
+        "fig-adaptive-preloaded-m64.png",
+    } <= files
+    report = (out / "report.md").read_text()
+    assert "## Did persistency pay off?" in report and "- preloaded, m=64: persistency" in report
+    assert "default: the best accuracy that every run reached" in report
+    assert "Decomposition to test accuracy" in capsys.readouterr().out
+    header = (out / "decomposition.md").read_text().splitlines()[0]
+    assert "loading x" in header and "convergence x" in header and "speedup x" in header
+
+
+def test_report_bad_input_is_one_line(sweep_dir, tmp_path, capsys):
+    runs = [str(p) for p in sorted(sweep_dir.iterdir())]
+    assert main(["report", *runs, "--out", str(tmp_path / "r"), "--target", "0.999"]) == 2
+    assert "is reached by no run" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty), "--out", str(tmp_path / "r")]) == 2
+    assert "is not a persist run folder" in capsys.readouterr().err
