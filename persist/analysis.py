@@ -34,10 +34,12 @@ def check_comparable(epochs: pandas.DataFrame) -> None:
             raise PersistError(f"runs with different {column} cannot share a figure or table: {', '.join(values)}")
 
 
-def per_run(epochs: pandas.DataFrame, target: float) -> pandas.DataFrame:
-    """One row per run: time per step, its parts, and steps/epochs/samples/seconds to `target` (NaN if not reached)."""
+def per_run(epochs: pandas.DataFrame, targets: dict[int, float]) -> pandas.DataFrame:
+    """One row per run: time per step, its parts, and steps/epochs/samples/seconds to the target accuracy of its m
+    (NaN if not reached)."""
     rows = []
     for keys, run in epochs.sort_values("epoch").groupby(RUN_KEYS):
+        target = targets[run["batch_size"].iloc[0]]
         wall, compute = run["wall_s"].sum(), run["compute_s"].sum()
         steps, loads = run["steps"].sum(), run["loads"].sum()
         reached = run[run["test_acc"] >= target]
@@ -47,6 +49,7 @@ def per_run(epochs: pandas.DataFrame, target: float) -> pandas.DataFrame:
             {
                 **dict(zip(RUN_KEYS, keys, strict=True)),
                 "run": run["run"].iloc[0],
+                "target": target,
                 "epochs_done": len(run),
                 "epochs_planned": run["epochs"].iloc[0],
                 "diverged": _diverged(run),
@@ -72,11 +75,14 @@ def _diverged(run: pandas.DataFrame) -> bool:
     return "status" in run and str(run["status"].iloc[0]).startswith("diverged")
 
 
-def default_target(epochs: pandas.DataFrame) -> float:
-    """The best accuracy that every run reached: the highest target all compared runs can be timed to.
-    Runs that diverged are left out: they would pull the target down to their last accuracy before the NaN."""
+def default_targets(epochs: pandas.DataFrame) -> dict[int, float]:
+    """Per m, the best accuracy that every run with that m reached: the highest target all the runs compared with
+    each other (same m, any pipeline, K, schedule and seed) can be timed to. Runs that diverged are left out: they
+    would pull the target down to their last accuracy before the NaN."""
     healthy = epochs[~epochs["status"].astype(str).str.startswith("diverged")] if "status" in epochs else epochs
-    return float((healthy if len(healthy) else epochs).groupby(RUN_KEYS)["test_acc"].max().min())
+    healthy = healthy if len(healthy) else epochs
+    best = healthy.groupby(RUN_KEYS)["test_acc"].max().groupby(level="batch_size").min()
+    return {int(m): float(acc) for m, acc in best.items()}
 
 
 def factors(runs: pandas.DataFrame) -> pandas.DataFrame:
@@ -124,11 +130,13 @@ DECOMPOSITION_COLUMNS = [
 ]
 
 
-def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tuple[pandas.DataFrame, float]:
-    """The table: one row per (pipeline, m, K, schedule), each figure as a mean and 95% CI half-width over seeds."""
+def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tuple[pandas.DataFrame, dict[int, float]]:
+    """The table: one row per (pipeline, m, K, schedule), each figure as a mean and 95% CI half-width over seeds.
+    `target` applies to every m; without it each m gets its default target (default_targets)."""
     check_comparable(epochs)
-    target = default_target(epochs) if target is None else target
-    runs = factors(per_run(epochs, target))
+    ms = sorted(int(m) for m in epochs["batch_size"].unique())
+    targets = default_targets(epochs) if target is None else dict.fromkeys(ms, target)
+    runs = factors(per_run(epochs, targets))
     if runs["steps_to_target"].isna().all():
         best = runs["best_test_acc"].max()
         raise PersistError(f"target accuracy {target:.4f} is reached by no run (best is {best:.4f}): lower --target")
@@ -137,6 +145,7 @@ def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tupl
         row = {
             **dict(zip(CELL_KEYS, keys, strict=True)),
             "seeds": len(cell),
+            "target": targets[keys[1]],
             "partial": bool(cell["partial"].any()),
             "diverged": int(cell["diverged"].sum()),
             "reached": int(cell["steps_to_target"].notna().sum()),
@@ -145,7 +154,7 @@ def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tupl
             row[column], row[column + "_ci"] = mean_ci(cell[column].tolist())
         row["note"] = _note(row)
         rows.append(row)
-    return pandas.DataFrame(rows), target
+    return pandas.DataFrame(rows), targets
 
 
 def _note(row: dict) -> str:

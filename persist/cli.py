@@ -171,7 +171,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from persist.sweep import grid_from_args, run_sweep
+    from persist.sweep import grid_from_args, run_name, run_sweep
 
     console = Console()
     if args.seeds is not None and args.seeds < 1:
@@ -188,17 +188,16 @@ def _sweep(args: argparse.Namespace) -> int:
         schedules=args.schedules,
         seeds=range(args.seeds) if args.seeds else None,
     )
-    total = len(grid.configs())
-    count = iter(range(1, total + 1))
+    names = [run_name(config) for config in grid.configs()]
 
     def on_run(name, config, state):
-        console.print(f"[{next(count)}/{total}] {name}: {state}", highlight=False)
+        console.print(f"[{names.index(name) + 1}/{len(names)}] {name}: {state}", highlight=False)
 
     def on_epoch(r):
         console.print(f"    epoch {r.epoch}: test_acc {r.test_acc:.4f}  wall {r.wall_s:.2f}s", highlight=False)
 
     run_sweep(grid, args.out, on_run=on_run, on_epoch=None if args.quiet else on_epoch)
-    console.print(f"{total} runs in {args.out}; next: persist report {args.out}/* --out {args.out}/report")
+    console.print(f"{len(names)} runs in {args.out}; next: persist report {args.out}/* --out {args.out}/report")
     return 0
 
 
@@ -226,7 +225,7 @@ def build_parser() -> Parser:
     s.add_argument("json", type=Path)
     s.set_defaults(handler=_summary)
     c = commands.add_parser("compare", help="regression gate: compare two pytest-benchmark JSON files")
-    c.add_argument("baseline", type=Path)
+    c.add_argument("baseline", type=Path, help="a JSON file, or a folder of <device-id>.json baselines")
     c.add_argument("candidate", type=Path)
     c.add_argument("--threshold", type=float, default=10.0, help="percent slowdown that counts (default 10)")
     c.add_argument("--json", action="store_true", help="machine-readable output")

@@ -8,9 +8,11 @@ for the test to be able to reach p < alpha; otherwise the two 95% confidence int
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import asdict, dataclass
 from functools import cache
+from pathlib import Path
 
 from persist.config import PersistError
 from persist.summary import load_benchmarks
@@ -126,7 +128,16 @@ def compare_one(name: str, baseline: list[float], candidate: list[float], thresh
 
 
 def _device(payload: dict) -> str | None:
-    return (payload.get("machine_info") or {}).get("persist", {}).get("device")
+    info = (payload.get("machine_info") or {}).get("persist", {})
+    return info.get("device_id") or info.get("device")
+
+
+def baseline_file(folder: Path, payload: dict) -> Path:
+    """reports/baselines/<device id>.json for the candidate's device."""
+    device = _device(payload)
+    if device is None:
+        raise PersistError("the candidate has no machine_info.persist.device_id: was it written by `pytest bench`?")
+    return folder / (re.sub(r"[^A-Za-z0-9._-]+", "-", device).strip("-") + ".json")
 
 
 def _rounds(bench: dict, path) -> list[float]:
@@ -139,7 +150,15 @@ def _rounds(bench: dict, path) -> list[float]:
 def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force: bool = False) -> list[Comparison]:
     if not threshold > 0:
         raise PersistError(f"threshold={threshold * 100:g}% is not allowed: use a percentage > 0")
-    baseline, candidate = load_benchmarks(baseline_path), load_benchmarks(candidate_path)
+    candidate = load_benchmarks(candidate_path)
+    if Path(baseline_path).is_dir():
+        folder, baseline_path = Path(baseline_path), baseline_file(Path(baseline_path), candidate)
+        if not baseline_path.exists():
+            raise PersistError(
+                f"no baseline for this device in {folder}: expected {baseline_path.name}; record one "
+                f"with: pytest bench --benchmark-json {baseline_path}"
+            )
+    baseline = load_benchmarks(baseline_path)
     base_device, cand_device = _device(baseline), _device(candidate)
     if base_device != cand_device and not force:
         raise PersistError(

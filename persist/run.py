@@ -45,9 +45,26 @@ def versions() -> dict:
     return found
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_id(device: torch.device) -> str:
+    """What a timing baseline belongs to: the GPU's name, or the CPU's model and core count ("cpu" alone is not
+    one machine)."""
+    return device_name(device) if device.type == "cuda" else f"cpu {cpu_model()} x{os.cpu_count()}"
+
+
 def machine_info(device: torch.device) -> dict:
     """Versions plus what the accelerator is: name, driver and CUDA (or why there is none)."""
-    info = {**versions(), "cpu_count": os.cpu_count(), "device": device_name(device)}
+    info = {**versions(), "cpu_count": os.cpu_count(), "device": device_name(device), "device_id": device_id(device)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, gpu_sm_count=props.multi_processor_count)

@@ -20,6 +20,7 @@ COLUMNS = (
     "K",
     "epoch s (median)",
     "IQR s",
+    "x K=1",
     "img/s",
     "data-wait %",
     "compute %",
@@ -63,7 +64,44 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "util_pct": (info.get("nvml") or {}).get("util_mean_pct"),
             }
         )
-    return sorted(rows, key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
+    rows.sort(key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
+    k1 = {(r["pipeline"], r["batch_size"]): r["epoch_median_s"] for r in rows if r["persistency"] == 1}
+    for r in rows:  # how much longer an epoch takes than with K=1: the naive expectation is K
+        base = k1.get((r["pipeline"], r["batch_size"]))
+        r["epoch_vs_k1"] = r["epoch_median_s"] / base if base else None
+    return rows
+
+
+def scaling_rows(benchmarks: list[dict]) -> list[dict]:
+    return sorted(
+        (b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("kind") == "scaling"),
+        key=lambda info: (info["pipeline"], info["persistency"]),
+    )
+
+
+def render_scaling(rows: list[dict]) -> Table:
+    table = Table(
+        "pipeline",
+        "K",
+        "backend",
+        "img/s 1 rank",
+        "img/s 2 ranks",
+        "efficiency %",
+        "all-reduce ms (probe)",
+        title="persist: scaling with torchrun (weak: m per rank fixed; efficiency = img/s(2) / 2 img/s(1))",
+        title_justify="left",
+    )
+    for r in rows:
+        table.add_row(
+            r["pipeline"],
+            str(r["persistency"]),
+            r["backend"],
+            f"{r['img_per_s_1_rank']:,.0f}",
+            f"{r['img_per_s_2_ranks']:,.0f}",
+            f"{100 * r['scaling_efficiency']:.0f}",
+            f"{1000 * r['allreduce_probe_s']:.2f}",
+        )
+    return table
 
 
 def _pct(value) -> str:
@@ -79,6 +117,7 @@ def render(rows: list[dict], title: str) -> Table:
             str(r["persistency"]),
             f"{r['epoch_median_s']:.3f}",
             f"{r['epoch_iqr_s']:.3f}",
+            "-" if r["epoch_vs_k1"] is None else f"{r['epoch_vs_k1']:.2f}",
             f"{r['fresh_img_per_s']:,.0f}",
             _pct(r["data_wait_pct"]),
             _pct(r["compute_pct"]),
@@ -104,6 +143,9 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
         console.print(render(rows, title_for(rows)))
     else:
         console.print("persist: no training-epoch cells in these benchmarks")
+    scaling = scaling_rows(benchmarks)
+    if scaling:
+        console.print(render_scaling(scaling))
     return rows
 
 

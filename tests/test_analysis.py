@@ -43,9 +43,9 @@ def test_factors_split_the_speedup():
         _epochs("torchvision", 256, 1, 0, [0.2, 0.3, 0.4, 0.5], 1.0, 0.5),
         _epochs("torchvision", 256, 5, 0, [0.5, 0.6, 0.6, 0.6], 2.5, 2.0),
     )
-    table, target = decomposition(epochs, target=0.5)
+    table, targets = decomposition(epochs, target=0.5)
     k5 = table[table["persistency"] == 5].iloc[0]
-    assert target == 0.5
+    assert targets == {256: 0.5} and k5["target"] == 0.5
     assert k5["time_per_step_s"] == pytest.approx(0.05) and k5["compute_per_step_s"] == pytest.approx(0.04)
     assert k5["overhead_per_load_s"] == pytest.approx(0.05)  # (2.5 - 2.0) s over 10 loads
     assert k5["loading_factor"] == pytest.approx(2.0) and k5["convergence_factor"] == pytest.approx(40 / 50)
@@ -53,10 +53,15 @@ def test_factors_split_the_speedup():
     assert k5["steps_to_target"] == 50 and k5["epochs_to_target"] == 1 and k5["fresh_samples_to_target"] == 2560
 
 
-def test_default_target_is_reachable_by_every_run():
-    epochs = _frame(_epochs("preloaded", 32, 1, 0, [0.3, 0.45], 1, 1), _epochs("preloaded", 32, 2, 0, [0.4, 0.6], 2, 2))
-    table, target = decomposition(epochs)
-    assert target == 0.45 and table["steps_to_target"].notna().all()
+def test_default_target_per_m_is_reachable_by_every_run_with_that_m():
+    epochs = _frame(
+        _epochs("preloaded", 32, 1, 0, [0.3, 0.45], 1, 1),
+        _epochs("preloaded", 32, 2, 0, [0.4, 0.6], 2, 2),
+        _epochs("preloaded", 64, 1, 0, [0.2], 1, 1),
+        _epochs("preloaded", 64, 2, 0, [0.25], 1, 1),
+    )
+    table, targets = decomposition(epochs)
+    assert targets == {32: 0.45, 64: 0.2} and table["steps_to_target"].notna().all()
 
 
 def test_preloaded_loading_factor_far_from_one_is_flagged():
@@ -78,7 +83,7 @@ def test_partial_runs_are_reported_as_partial():
     epochs = _frame(
         _epochs("preloaded", 32, 1, 0, [0.5, 0.6], 1, 1, epochs=10), _epochs("preloaded", 32, 2, 0, [0.6], 2, 2)
     )
-    runs = per_run(epochs, 0.5)
+    runs = per_run(epochs, {32: 0.5})
     assert runs.set_index("persistency").loc[1, "partial"]
     table, _ = decomposition(epochs, target=0.5)
     assert "partial run" in table[table["persistency"] == 1].iloc[0]["note"]
@@ -101,6 +106,6 @@ def test_diverged_runs_are_noted_and_do_not_set_the_default_target():
         {**row, "status": "diverged in epoch 2: ..."} for row in _epochs("preloaded", 32, 5, 0, [0.1], 5, 5, epochs=2)
     ]
     frame = _frame([{**row, "status": "finished"} for row in healthy], diverged)
-    table, target = decomposition(frame)
-    assert target == 0.6
+    table, targets = decomposition(frame)
+    assert targets == {32: 0.6}
     assert "1 seed(s) diverged" in table[table["persistency"] == 5].iloc[0]["note"]

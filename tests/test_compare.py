@@ -12,11 +12,13 @@ BASE = [1.00, 1.02, 0.99, 1.01, 1.00]
 
 
 def _write(path, rounds_by_name, device="NVIDIA H100 80GB HBM3"):
+    """pytest-benchmark JSON with per-round data and persist's machine info."""
     benchmarks = [
         {"fullname": name, "name": name, "stats": {"data": data, "median": sorted(data)[len(data) // 2]}}
         for name, data in rounds_by_name.items()
     ]
-    path.write_text(json.dumps({"machine_info": {"persist": {"device": device}}, "benchmarks": benchmarks}))
+    machine = {"persist": {"device": device, "device_id": device}}
+    path.write_text(json.dumps({"machine_info": machine, "benchmarks": benchmarks}))
     return str(path)
 
 
@@ -85,3 +87,13 @@ def test_bad_input_is_exit_2(tmp_path, capsys, setup, message):
     assert message in err and err.count("\n") == 1
     if setup == "other_device":
         assert main(["compare", base, str(other), "--force"]) == 0
+
+
+def test_a_baseline_folder_picks_the_candidates_device(tmp_path, capsys):
+    folder = tmp_path / "baselines"
+    folder.mkdir()
+    candidate = _write(tmp_path / "cand.json", {"a": BASE}, device="cpu Intel(R) Xeon(R) x2")
+    assert main(["compare", str(folder), candidate]) == 2
+    assert "expected cpu-Intel-R-Xeon-R-x2.json" in capsys.readouterr().err
+    _write(folder / "cpu-Intel-R-Xeon-R-x2.json", {"a": BASE}, device="cpu Intel(R) Xeon(R) x2")
+    assert main(["compare", str(folder), candidate]) == 0

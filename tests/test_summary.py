@@ -41,6 +41,7 @@ def test_rows_are_computed_from_the_json_form():
     tv = rows[1]
     assert tv["fresh_img_per_s"] == 500 and tv["data_wait_pct"] == 25 and tv["compute_pct"] == 70
     assert tv["gpu_idle_pct"] == 30 and tv["util_pct"] == 80
+    assert rows[0]["epoch_vs_k1"] == 1.0 and tv["epoch_vs_k1"] is None  # no K=1 cell for torchvision here
 
 
 def test_persist_summary_prints_the_table_from_a_saved_file(tmp_path, capsys):
