@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import sys
 
 import pytest
 import torch
 
+from persist.dist import torchrun_command
 from persist.records import read_records
 
 RANKS = 2
@@ -52,17 +52,7 @@ def _torchrun(tmp_path, setup, pipeline: str, k: int, nproc: int) -> list:
         args += ["--data-root", base.data_root]
     threads = max(1, (os.cpu_count() or 1) // RANKS)  # the same threads per rank at 1 and 2 ranks: a fair baseline
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "persist",
-        "train",
-        *args,
-    ]
+    command = torchrun_command(nproc, args)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return read_records(out)

@@ -129,6 +129,23 @@ class DistContext:
             torch_dist.destroy_process_group()
 
 
+def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
+    """The command line that runs `persist train` on `nproc` local ranks (torchrun's module form, same Python)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "persist",
+        "train",
+        *train_args,
+    ]
+
+
 def from_environment(device_spec: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
     """A DistContext for this process: single when torchrun did not start it, else an initialized process group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from persist.analysis import decomposition
 from persist.figures import adaptive_figures, paper_figures
-from persist.records import load_runs
+from persist.records import load_runs, read_manifest
 
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),
@@ -46,6 +46,7 @@ TERMINAL_COLUMNS = [
         "batch_size",
         "persistency",
         "lr_schedule",
+        "target",
         "overhead_per_load_s",
         "time_per_step_s",
         "steps_to_target",
@@ -95,9 +96,18 @@ def markdown_table(table: pandas.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def verdicts(table: pandas.DataFrame) -> list[str]:
+CHANCE_MARGIN = 2.0  # a target under twice the chance accuracy (1/classes) says little about convergence
+
+
+def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
     """One plain sentence per (pipeline, m): did persistency pay off, and through loading or convergence?"""
     sentences = []
+    for m, target in table.groupby("batch_size")["target"].first().items():
+        if target < CHANCE_MARGIN / classes:
+            sentences.append(
+                f"- m={m}: the target {target:.3f} is barely above chance ({1 / classes:.2f}): some run "
+                "with this m hardly learned, so its convergence factors say little."
+            )
     for (pipeline, m), cell in table[table["persistency"] > 1].groupby(["pipeline", "batch_size"]):
         best = cell.loc[cell["speedup"].idxmax()] if cell["speedup"].notna().any() else None
         if best is None:
@@ -129,12 +139,30 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
         figures += paper_figures(epochs, pipeline, out) + adaptive_figures(epochs, pipeline, out)
     (console or Console()).print(rich_table(table, targets))
     report = out / "report.md"
-    report.write_text(_markdown(epochs, table, targets, target_given, figures))
+    report.write_text(_markdown(epochs, table, targets, target_given, figures, _machine(run_dirs[0])))
     return report
 
 
+def _machine(run_dir: Path) -> str:
+    manifest = read_manifest(run_dir) or {}
+    host, versions = manifest.get("host", {}), manifest.get("versions", {})
+    return (
+        f"{host.get('platform', '?')}, {host.get('cpu_count', '?')} CPUs; torch {versions.get('torch')}, "
+        f"torchvision {versions.get('torchvision')}, DALI {versions.get('nvidia-dali-cuda120')}"
+    )
+
+
+def _values(epochs: pandas.DataFrame, column: str) -> str:
+    return ", ".join(str(v) for v in sorted(epochs[column].unique().tolist()))
+
+
 def _markdown(
-    epochs: pandas.DataFrame, table: pandas.DataFrame, targets: dict, target_given: bool, figures: list[Path]
+    epochs: pandas.DataFrame,
+    table: pandas.DataFrame,
+    targets: dict,
+    target_given: bool,
+    figures: list[Path],
+    machine: str,
 ) -> str:
     first = epochs.iloc[0]
     partial = table[table["partial"]]
@@ -144,16 +172,24 @@ def _markdown(
         "## Setup",
         "",
         f"- dataset `{first['dataset']}`, {first['train_size'] or 'all'} training images, model width {first['width']}",
+        f"- machine: {machine}",
         f"- device `{first['device']}`, clock `{first['clock']}`; lr {first['lr']}, momentum {first['momentum']}, "
         f"loss reduction `{first['loss_reduction']}`",
-        f"- {epochs['run'].nunique()} runs: pipelines {sorted(epochs['pipeline'].unique())}, "
-        f"m {sorted(epochs['batch_size'].unique())}, K {sorted(epochs['persistency'].unique())}, "
-        f"schedules {sorted(epochs['lr_schedule'].unique())}, seeds {sorted(epochs['seed'].unique())}",
+        f"- {epochs['run'].nunique()} runs with finished epochs: pipelines {_values(epochs, 'pipeline')}, "
+        f"m {_values(epochs, 'batch_size')}, K {_values(epochs, 'persistency')}, "
+        f"schedules {_values(epochs, 'lr_schedule')}, seeds {_values(epochs, 'seed')}",
         f"- target test accuracy: {targets_text(targets)}"
         + ("" if target_given else " (default, per m: the best accuracy that every run with that m reached)"),
     ]
-    if len(partial):
-        lines.append(f"- partial runs (still running or stopped): {len(partial)} cell(s), marked in the table")
+    diverged = table[table["diverged"] > 0]
+    if len(diverged):
+        lines.append(
+            f"- runs that diverged (NaN loss): {int(diverged['diverged'].sum())}, in {len(diverged)} cell(s)"
+            " marked in the table; their finished epochs count, their targets are missed"
+        )
+    still = partial[partial["diverged"] == 0]
+    if len(still):
+        lines.append(f"- partial runs (still running or stopped): {len(still)} cell(s), marked in the table")
     lines += [
         "",
         "## Did persistency pay off?",

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 
 from persist.config import ConfigError, RunConfig
 from persist.data import batch_indices, epoch_order
+from persist.dist import torchrun_command
 from persist.records import read_records
 
 SMALL = [
@@ -33,17 +33,7 @@ SMALL = [
 
 def _torchrun(nproc, args, **popen):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        "persist",
-        "train",
-        *args,
-    ]
+    command = torchrun_command(nproc, args)
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

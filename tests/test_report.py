@@ -8,27 +8,16 @@ from persist.records import load_runs
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--quiet"]
 
 
+def _sweep_args(out) -> list[str]:
+    """A 6-run sweep: one pipeline, one m, K in {1, 2}, both schedules, two seeds, two epochs."""
+    grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "2"]
+    return ["sweep", "--preset", "cpu", "--out", str(out), *grid, "--epochs", "2", *TINY]
+
+
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("sweep")
-    args = [
-        "sweep",
-        "--preset",
-        "cpu",
-        "--out",
-        str(out),
-        "--pipelines",
-        "preloaded",
-        "--batch-sizes",
-        "64",
-        "--persistencies",
-        "1,2",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        *TINY,
-    ]
+    args = _sweep_args(out)
     assert main(args) == 0
     return out
 
@@ -62,24 +51,7 @@ def test_sweep_writes_one_folder_per_run_and_resumes(sweep_dir, capsys):
     frame = load_runs(sorted(sweep_dir.iterdir()))
     assert len(frame) == 12 and set(frame["lr_schedule"]) == {"constant", "linear"}
     capsys.readouterr()
-    args = [
-        "sweep",
-        "--preset",
-        "cpu",
-        "--out",
-        str(sweep_dir),
-        "--pipelines",
-        "preloaded",
-        "--batch-sizes",
-        "64",
-        "--persistencies",
-        "1,2",
-        "--seeds",
-        "2",
-        "--epochs",
-        "2",
-        *TINY,
-    ]
+    args = _sweep_args(sweep_dir)
     assert main(args) == 0
     assert capsys.readouterr().out.count("finished already") == 6
 
