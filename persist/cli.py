@@ -154,7 +154,7 @@ def _compare(args: argparse.Namespace) -> int:
         for r in results:
             style = {"regression": "bold red", "improvement": "green"}.get(r.verdict)
             table.add_row(
-                r.name,
+                r.name.split("::")[-1],  # the test id; --json keeps the full name
                 f"{r.baseline_median_s:.4f}",
                 f"{r.candidate_median_s:.4f}",
                 f"{r.ratio:.3f}",
