@@ -97,6 +97,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     dist = from_environment(config.device, args.collective_timeout_s)  # torchrun: one process per rank
+    finished = False
     try:
         with EpochProgress(config, quiet=args.quiet or not dist.is_main) as progress:
             train_run(
@@ -107,8 +108,9 @@ def _train(args: argparse.Namespace) -> int:
                 on_epoch=progress.epoch_done,
                 on_load=progress.load_done,
             )
+        finished = True
     finally:
-        dist.close()
+        dist.close(clean=finished)
     return 0
 
 

@@ -124,8 +124,12 @@ class DistContext:
         if self.enabled:
             torch_dist.barrier()
 
-    def close(self) -> None:
-        if self.enabled and torch_dist.is_initialized():
+    def close(self, clean: bool = True) -> None:
+        """After a clean run: wait for every rank, then tear the group down together (a rank that exits while
+        another is still communicating can abort in gloo's threads). After a failure: leave the group alone,
+        since a destroy can deadlock against ranks stuck in a collective; torchrun ends the job."""
+        if self.enabled and torch_dist.is_initialized() and clean:
+            torch_dist.barrier()
             torch_dist.destroy_process_group()
 
 

@@ -207,3 +207,4 @@ class Trainer:
     def close(self) -> None:
         self.pipeline.close()
         self.sampler.close()
+        self.model = self.core  # release DDP (and its reducer's hold on the process group) before teardown
