@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-from persist.config import PROFILES, RunConfig
+from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
 from persist.run import machine_info as persist_machine_info
 from persist.train import Trainer, device_name, resolve_device
@@ -46,10 +46,15 @@ class BenchSetup:
     base: RunConfig  # the profile's sizes on the chosen device and dataset
     batch_sizes: tuple[int, ...]
     rounds: int
+    skip_reason: str | None = None  # set when the requested device does not exist here
 
 
 def _setup(config) -> BenchSetup:
-    device = resolve_device(config.getoption("--persist-device"))
+    requested, skip_reason = config.getoption("--persist-device"), None
+    try:
+        device = resolve_device(requested)
+    except ConfigError as error:  # a GPU asked for on a machine without it: skip every cell, never fake one
+        device, skip_reason = torch.device("cpu"), f"--persist-device {requested}: {error}"
     profile = config.getoption("--persist-profile")
     if profile == "auto":
         profile = "paper" if device.type == "cuda" else "smoke"
@@ -60,11 +65,24 @@ def _setup(config) -> BenchSetup:
         device=str(device),
         **sizes,
     )
-    return BenchSetup(profile, device, base, BATCH_SIZES[profile], config.getoption("--persist-rounds"))
+    rounds = config.getoption("--persist-rounds")
+    if rounds < 1:
+        raise pytest.UsageError(f"--persist-rounds={rounds} is not allowed: use 1 or more timed rounds")
+    return BenchSetup(profile, device, base, BATCH_SIZES[profile], rounds, skip_reason)
 
 
 def pytest_configure(config):
-    config.persist_setup = _setup(config)
+    try:
+        config.persist_setup = _setup(config)
+    except ConfigError as error:  # a bad --persist-dataset, say: one line, not a traceback
+        raise pytest.UsageError(str(error)) from error
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = config.persist_setup.skip_reason
+    if reason:
+        for item in items:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_generate_tests(metafunc):
