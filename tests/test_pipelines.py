@@ -156,3 +156,16 @@ def test_training_losses_are_the_same_whichever_pipeline_feeds_them(tmp_path):
     for pipeline, got in losses.items():
         for a, b in zip(got, reference, strict=True):
             assert a == pytest.approx(b, rel=1e-4), pipeline
+
+
+# DALI 2.4's worker pool with the spawn start method never closes the parent's end of a socketpair
+# (nvidia/dali/_multiproc/pool.py keeps `read_socket`); it surfaces as an unraisable ResourceWarning at collection.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+@pytest.mark.dali
+def test_dali_parallel_external_source_feeds_the_same_batches(tiny_data):
+    """--dali-py-workers moves the source into worker processes; the batches must not change."""
+    batches, _ = _epoch(tiny_data, "dali", epoch=4, dali_py_workers=1)
+    for (x, y), (ref_x, ref_y) in zip(batches, _reference_batches(tiny_data, epoch=4), strict=True):
+        assert torch.equal(y, ref_y)
+        torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-6)

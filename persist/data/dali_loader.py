@@ -64,7 +64,7 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
         num_threads=options["num_threads"],
         prefetch_queue_depth=options["prefetch_queue_depth"],
         py_num_workers=options["py_num_workers"],
-        py_start_method="spawn",
+        py_start_method="spawn",  # not fork: CUDA (torch) is initialized before DALI starts its workers
     )
     def cifar_pipeline():
         images, labels = fn.external_source(
