@@ -65,8 +65,6 @@ class Comparison:
     significant: bool
     verdict: str  # regression | improvement | same
 
-    fields = ("name", "baseline_median_s", "candidate_median_s", "ratio", "test", "p_value", "significant", "verdict")
-
     def as_dict(self) -> dict:
         return asdict(self)
 

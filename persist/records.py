@@ -14,8 +14,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persist.config import PersistError, RunConfig, from_dict
+
+if TYPE_CHECKING:  # pandas is imported lazily: the trainer never needs it
+    import pandas
 
 MANIFEST, EPOCHS, CHECKPOINT = "manifest.json", "epochs.jsonl", "checkpoint.pt"
 
@@ -111,7 +115,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> list[EpochRec
     return records if resume else []
 
 
-def load_runs(paths) -> pandas.DataFrame:  # noqa: F821 - pandas imported lazily, the trainer never needs it
+def load_runs(paths) -> pandas.DataFrame:
     """One row per finished epoch per run, with the run's config columns alongside (`run` names the folder)."""
     import pandas
 

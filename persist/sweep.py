@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from persist.config import PersistError, RunConfig, with_profile
+from persist.config import ConfigError, PersistError, RunConfig, with_profile
 from persist.data import load_dataset
 from persist.records import EpochRecord, read_manifest, read_records
 from persist.run import train_run
@@ -49,9 +49,9 @@ class SweepGrid:
 
 PRESETS = {
     # minutes on a 2-core CPU: small data and model, two pipelines that bracket the loading cost
-    # Real images (scikit-learn's digits, 1,437 for training) and a 1/8-width model. The paper's lr=0.001 with
+    # Real images (scikit-learn's digits, 1,438 for training) and a 1/8-width model. The paper's lr=0.001 with
     # summed gradients is too large a step for this small model at m=128, so the preset uses 0.0005 (stated in the
-    # report). Too few steps per epoch at m=256 on 1,437 images, so m is 32 and 128.
+    # report). Too few steps per epoch at m=256 on 1,438 images, so m is 32 and 128.
     "cpu": SweepGrid(
         RunConfig(dataset="digits", width=0.125, lr=0.0005, epochs=8),
         ("preloaded", "torchvision"),
@@ -84,9 +84,18 @@ def run_sweep(
 ) -> list[Path]:
     """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed."""
     out.mkdir(parents=True, exist_ok=True)
-    data_cache: dict = {}
+    configs, datasets = grid.configs(), {}
+    for config in configs:  # every dataset loaded and every m checked before the first run starts
+        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        if key not in datasets:
+            datasets[key] = load_dataset(config)
+        if config.batch_size > len(datasets[key].train_y):
+            raise ConfigError(
+                f"batch_size={config.batch_size} is not allowed: the training set has "
+                f"{len(datasets[key].train_y)} samples"
+            )
     folders = []
-    for config in grid.configs():
+    for config in configs:
         folder = out / run_name(config)
         folders.append(folder)
         done = len(read_records(folder)) if folder.exists() else 0
@@ -98,29 +107,24 @@ def run_sweep(
         if on_run:
             on_run(run_name(config), config, f"resuming after epoch {done}" if done else "starting")
         key = (config.dataset, config.data_root, config.train_size, config.test_size)
-        if key not in data_cache:
-            data_cache[key] = load_dataset(config)
         try:
-            train_run(config, folder, resume=True, trainer=Trainer(config, data_cache[key]), on_epoch=on_epoch)
+            train_run(config, folder, resume=True, trainer=Trainer(config, datasets[key]), on_epoch=on_epoch)
         except DivergedError as error:  # a result of the grid, not a failure of the sweep: record it and go on
             if on_run:
                 on_run(run_name(config), config, f"diverged: {error}")
     return folders
 
 
+BASE_OVERRIDES = ("dataset", "data_root", "device", "epochs")  # change the preset's base config
+AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "seeds")  # replace a grid axis
+
+
 def grid_from_args(preset: str, **overrides) -> SweepGrid:
+    """A preset with the given overrides (None or empty: keep the preset's); every cell's config is validated."""
     if preset not in PRESETS:
         raise PersistError(f"preset={preset!r} is not allowed: choose one of {', '.join(PRESETS)}")
     grid = PRESETS[preset]
-    base_fields = {k: v for k, v in overrides.items() if k in ("dataset", "data_root", "device", "epochs") and v}
-    grid = replace(grid, base=replace(grid.base, **base_fields))
-    axes = {k: tuple(v) for k, v in overrides.items() if k not in base_fields and k != "data_root" and v}
-    for name in ("dataset", "device", "epochs"):
-        axes.pop(name, None)
-    grid = replace(grid, **axes)
-    for config in grid.configs():  # validate every cell before the first run starts
-        if config.batch_size > (config.train_size or 50_000):
-            raise PersistError(
-                f"batch_size={config.batch_size} is not allowed: the training set has {config.train_size} samples"
-            )
+    base = replace(grid.base, **{k: overrides[k] for k in BASE_OVERRIDES if overrides.get(k)})
+    grid = replace(grid, base=base, **{k: tuple(overrides[k]) for k in AXIS_OVERRIDES if overrides.get(k)})
+    grid.configs()  # RunConfig validates each cell: a bad pipeline name fails here, before any run
     return grid
