@@ -1,22 +1,22 @@
-"""The measurement itself: what the clock costs, and whether a planted delay lands in data time."""
+"""The measurement itself: what the clock costs, and whether a planted delay lands in data time.
+
+Both are ratio checks over paired rounds (persist.stats): a reference epoch, then the measured one, adjacent in time.
+A check fails only when the 95% interval of the median ratio lies wholly outside its bound.
+"""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import replace
 
 from conftest import run_epochs
 from persist.measure import NullClock
+from persist.stats import ratio_check
 from persist.train import Trainer
 
 MAX_CLOCK_OVERHEAD = 0.01  # an epoch with the step clock may take at most 1% longer than one without
 DELAY_MS = 20.0
 DELAY_TOLERANCE = 0.05
-
-
-def _paired(reference_s: list[float], timed_s: list[float]) -> float:
-    """Median over adjacent round pairs of timed/reference; the reference ran first in each pair."""
-    return statistics.median(t / r for r, t in zip(reference_s, timed_s, strict=True))
+MIN_PAIRS = 9  # sign-test interval [x_(2), x_(8)]: 96% coverage
 
 
 def bench_clock_overhead(benchmark, setup, bench_data):
@@ -29,50 +29,54 @@ def bench_clock_overhead(benchmark, setup, bench_data):
     def bare_epoch():
         bare_s.append(bare.train_epoch(next(epochs))["wall_s"])
 
-    rounds = max(9, setup.rounds)
     benchmark.group = "measurement"
-    timed = run_epochs(benchmark, clocked, rounds, setup=bare_epoch)
-    clocked_s = [r["wall_s"] for r in timed]
-    # noise on a shared machine only ever adds time, so the fastest rounds are the best estimate of each cost
-    overhead = min(clocked_s) / min(bare_s[1:]) - 1
+    timed = run_epochs(benchmark, clocked, max(MIN_PAIRS, setup.rounds), setup=bare_epoch)[1:]
+    ratios = [r["wall_s"] / b for r, b in zip(timed, bare_s[1:], strict=True)]
+    check = ratio_check("clock overhead (clocked / bare epoch)", ratios, high_bound=1 + MAX_CLOCK_OVERHEAD)
     benchmark.extra_info.update(
         {
             "kind": "clock_overhead",
             "clock": timed[-1]["clock"],
-            "overhead_fraction": overhead,
-            "paired_median_overhead_fraction": _paired(bare_s[1:], clocked_s) - 1,
+            "overhead_fraction": check.ratio - 1,
             "max_overhead_fraction": MAX_CLOCK_OVERHEAD,
             "steps": timed[-1]["steps"],
+            "checks": [check.as_dict()],
         }
     )
-    assert overhead <= MAX_CLOCK_OVERHEAD, f"the step clock costs {100 * overhead:.2f}% of an epoch"
+    assert not check.failed, check.message()
 
 
 def bench_planted_delay(benchmark, setup, bench_data):
-    """A delay of d per load must show up in data time, d + the pipeline's own load time per load, and the epoch
-    must follow loads*(d + load) + steps*compute, both within 5%."""
+    """A delay of d per load must show up in data time as d + the pipeline's own load time per load, and the epoch
+    must follow loads*(d + load) + compute; each ratio (measured / expected) within 5% of 1."""
     config = replace(setup.base, pipeline="preloaded", batch_size=max(setup.batch_sizes), persistency=2)
     plain, delayed = Trainer(config, bench_data), Trainer(replace(config, delay_ms=DELAY_MS), bench_data)
     plain_rounds, epochs = [], iter(range(1, 1_000_000))
     benchmark.group = "measurement"
     timed = run_epochs(
-        benchmark, delayed, max(5, setup.rounds), setup=lambda: plain_rounds.append(plain.train_epoch(next(epochs)))
-    )
-    load_s = statistics.median(r["data_wait_s"] / r["loads"] for r in plain_rounds[1:])
-    wait_per_load_s = statistics.median(r["data_wait_s"] / r["loads"] for r in timed)
-    expected_wait_s = DELAY_MS / 1000 + load_s
-    model_error = statistics.median(
-        abs(r["wall_s"] - (r["loads"] * expected_wait_s + r["compute_s"])) / r["wall_s"] for r in timed
-    )
+        benchmark,
+        delayed,
+        max(MIN_PAIRS, setup.rounds),
+        setup=lambda: plain_rounds.append(plain.train_epoch(next(epochs))),
+    )[1:]
+    wait_ratios, epoch_ratios = [], []
+    for plain_round, r in zip(plain_rounds[1:], timed, strict=True):  # each delayed round beside its plain one
+        expected_per_load_s = DELAY_MS / 1000 + plain_round["data_wait_s"] / plain_round["loads"]
+        wait_ratios.append(r["data_wait_s"] / r["loads"] / expected_per_load_s)
+        epoch_ratios.append(r["wall_s"] / (r["loads"] * expected_per_load_s + r["compute_s"]))
+    bounds = {"low_bound": 1 - DELAY_TOLERANCE, "high_bound": 1 + DELAY_TOLERANCE}
+    checks = [
+        ratio_check("planted delay: data wait per load / (d + load)", wait_ratios, **bounds),
+        ratio_check("planted delay: epoch / (loads*(d + load) + compute)", epoch_ratios, **bounds),
+    ]
     benchmark.extra_info.update(
         {
             "kind": "planted_delay",
             "delay_ms": DELAY_MS,
-            "load_s": load_s,
-            "data_wait_per_load_s": wait_per_load_s,
-            "expected_per_load_s": expected_wait_s,
-            "epoch_model_error_fraction": model_error,
+            "data_wait_ratio": checks[0].ratio,
+            "epoch_model_ratio": checks[1].ratio,
+            "checks": [c.as_dict() for c in checks],
         }
     )
-    assert abs(wait_per_load_s - expected_wait_s) <= DELAY_TOLERANCE * expected_wait_s
-    assert model_error <= DELAY_TOLERANCE
+    failed = [c.message() for c in checks if c.failed]
+    assert not failed, "; ".join(failed)

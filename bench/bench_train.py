@@ -17,10 +17,10 @@ def bench_epoch(benchmark, setup, bench_data, cell_config, persistency):
     benchmark.group = f"epoch: {config.pipeline}"
     trainer = Trainer(config, bench_data)
     try:
-        timed = run_epochs(benchmark, trainer, setup.rounds)
+        rounds = run_epochs(benchmark, trainer, setup.rounds)
     finally:
         trainer.close()
-    benchmark.extra_info.update(epoch_extra_info(config, trainer, timed))
+    benchmark.extra_info.update(epoch_extra_info(config, trainer, rounds))  # a diverged model is recorded, not failed
 
 
 def bench_model_only(benchmark, setup, bench_data, batch_size):

@@ -7,6 +7,7 @@ pytest bench --persist-profile paper --persist-device cuda:1
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from dataclasses import dataclass, replace
 
@@ -37,6 +38,12 @@ def pytest_addoption(parser):
     group.addoption("--persist-dataset", default="synthetic", help="synthetic | cifar10 | digits")
     group.addoption("--persist-data-root", default=None, help="folder holding cifar-10-batches-py")
     group.addoption("--persist-rounds", type=int, default=3, help="timed rounds per cell, after 1 warm-up round")
+    group.addoption(
+        "--persist-train-size",
+        type=int,
+        default=None,
+        help="cut the training set to N images (e.g. the paper profile's full-width cells on a CPU)",
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,14 @@ def _setup(config) -> BenchSetup:
     if profile == "auto":
         profile = "paper" if device.type == "cuda" else "smoke"
     sizes = {k: v for k, v in PROFILES[profile].items() if k != "epochs"}
+    train_size = config.getoption("--persist-train-size")
+    if train_size is not None:
+        if train_size < max(BATCH_SIZES[profile]):
+            raise pytest.UsageError(
+                f"--persist-train-size={train_size} is not allowed: the {profile} profile needs at least "
+                f"{max(BATCH_SIZES[profile])} images (its largest m)"
+            )
+        sizes["train_size"] = train_size
     base = RunConfig(
         dataset=config.getoption("--persist-dataset"),
         data_root=config.getoption("--persist-data-root"),
@@ -114,7 +129,8 @@ def median_of(rounds: list[dict], key: str) -> float:
 
 
 def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1, setup=None) -> list[dict]:
-    """pedantic over whole training epochs (each a new epoch number); the timed rounds' stats are returned."""
+    """pedantic over whole training epochs (each a new epoch number); every round's stats are returned, warm-up
+    first. A loss that turns non-finite is not an error here: the bench measures time, and the rounds go on."""
     results, epochs = [], itertools.count(1)
     benchmark.pedantic(
         lambda: results.append(trainer.train_epoch(next(epochs))),
@@ -123,14 +139,23 @@ def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1,
         warmup_rounds=warmup_rounds,
         iterations=1,
     )
-    return results[warmup_rounds:]
+    return results
 
 
-def epoch_extra_info(config: RunConfig, trainer: Trainer, timed: list[dict]) -> dict:
+def divergence(rounds: list[dict]) -> dict:
+    """Whether the model's loss became NaN/inf in any round (warm-up included), and the first such epoch."""
+    bad = [r["epoch"] for r in rounds if not math.isfinite(r["train_loss"])]
+    return {"diverged": bool(bad), "diverged_epoch": bad[0] if bad else None}
+
+
+def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], warmup_rounds: int = 1) -> dict:
+    timed = rounds[warmup_rounds:]
     wall_s = median_of(timed, "wall_s")
     last = timed[-1]
     return {
         "kind": "train_epoch",
+        **divergence(rounds),
+        "train_loss_last": last["train_loss"],
         "pipeline": config.pipeline,
         "batch_size": config.batch_size,
         "persistency": config.persistency,

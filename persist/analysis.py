@@ -13,12 +13,11 @@ loading factor should be about 1 (K steps cost K times one step) and its speedup
 from __future__ import annotations
 
 import math
-import statistics
 
 import pandas
 
-from persist.compare import T_975
 from persist.config import PersistError
+from persist.stats import mean_ci
 
 RUN_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "seed"]
 CELL_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule"]
@@ -101,18 +100,6 @@ def factors(runs: pandas.DataFrame) -> pandas.DataFrame:
         out.loc[i, "convergence_factor"] = one["steps_to_target"] / row["steps_to_target"]
         out.loc[i, "speedup"] = out.loc[i, "loading_factor"] * out.loc[i, "convergence_factor"]
     return out
-
-
-def mean_ci(values) -> tuple[float, float]:
-    """Mean and half-width of its 95% confidence interval (Student t); half-width NaN for one value."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    if len(values) == 1:
-        return values[0], math.nan
-    df = len(values) - 1
-    t = T_975[df - 1] if df <= len(T_975) else 1.96
-    return statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(len(values))
 
 
 DECOMPOSITION_COLUMNS = [

@@ -1,7 +1,4 @@
-"""`persist train | summary | ...`: argparse lives here and nowhere else.
-
-Every user error, from a bad flag to a foreign output folder, is one line on stderr and exit code 2.
-"""
+"""The command line, and the only place argparse lives. Every user error is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -14,6 +11,11 @@ from pathlib import Path
 
 from persist.config import PROFILES, PersistError, RunConfig
 
+DESCRIPTION = (
+    "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
+    "reusing each minibatch K times, sweep grids of runs, report the speedup as loading x convergence, and gate CI "
+    "on epoch-time regressions. The benchmark suite itself runs as: pytest bench --benchmark-json out.json"
+)
 EXIT_USAGE = 2
 
 
@@ -64,6 +66,9 @@ def _add_train(commands) -> None:
     g.add_argument("--train-size", type=int, help="use the first N training samples")
     g.add_argument("--test-size", type=int, help="use the first N test samples")
     g.add_argument("--loss-reduction", help="sum (paper) | mean")
+    g.add_argument(
+        "--normalization", help="input scale: unit [0, 1] (default) | symmetric [-1, 1] | standardize (per channel)"
+    )
     g.add_argument("--delay-ms", type=float, help="extra delay per load, simulating slow storage")
     g.add_argument("--eval-batch-size", type=int)
     t = p.add_argument_group("torchvision pipeline")
@@ -219,8 +224,53 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stability(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from persist.stability import PAPER_CELLS, markdown, run_stability
+
+    console = Console()
+    if args.steps < 10:
+        raise PersistError(f"steps={args.steps} is not allowed: use 10 or more (the loss is compared over 10 steps)")
+    cells = [
+        (m, k, schedule)
+        for m, k, schedule in PAPER_CELLS
+        if (not args.batch_sizes or m in args.batch_sizes) and (not args.persistencies or k in args.persistencies)
+    ]
+    if not cells:
+        raise PersistError("no paper cell has these --batch-sizes and --persistencies: m is 32, 256, 512; K is 1, 2, 5")
+    base = RunConfig(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        width=args.width,
+        pipeline=args.pipeline,
+        device=args.device,
+        seed=args.seed,
+    )
+    normalizations = args.normalizations or [base.normalization]
+    for n in normalizations:
+        RunConfig(normalization=n)  # one line naming a bad value, before any training
+
+    def on_cell(r: dict) -> None:
+        state = "stable" if r["finite"] and r["falling"] else ("NaN" if not r["finite"] else "loss did not fall")
+        console.print(
+            f"{r['normalization']:>11} m={r['batch_size']:<3} K={r['persistency']} {r['lr_schedule']:<8} "
+            f"steps {r['steps_done']:>3}  loss {r['loss_first10']:.3f} -> {r['loss_last10']:.3f}  {state}  "
+            f"({r['s_per_step']:.2f} s/step)",
+            highlight=False,
+        )
+
+    rows = run_stability(base, cells, normalizations, args.steps, args.out, on_cell=on_cell)
+    (args.out / "stability.md").write_text(markdown(rows))
+    unstable = [r for r in rows if not (r["finite"] and r["falling"])]
+    console.print(f"{len(rows) - len(unstable)} of {len(rows)} cells stable; table in {args.out / 'stability.md'}")
+    return 1 if unstable else 0
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog="persist", description=__doc__.splitlines()[0])
+    parser = Parser(prog="persist", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     s = commands.add_parser("summary", help="the bench summary table from a saved --benchmark-json file")
@@ -252,6 +302,23 @@ def build_parser() -> Parser:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--target", type=float, help="test accuracy to time (default: the best every run reached)")
     r.set_defaults(handler=_report)
+    b = commands.add_parser(
+        "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
+    )
+    b.add_argument("--out", type=Path, required=True, help="folder for stability.jsonl and stability.md (resumable)")
+    b.add_argument("--steps", type=int, default=100, help="SGD steps per cell (default 100)")
+    b.add_argument("--normalizations", type=_words, help="comma-separated: unit,symmetric,standardize")
+    b.add_argument("--batch-sizes", type=_ints, help="a subset of the paper's m: 32,256,512")
+    b.add_argument("--persistencies", type=_ints, help="a subset of the paper's K: 1,2,5")
+    b.add_argument("--dataset", default="synthetic")
+    b.add_argument("--data-root")
+    b.add_argument("--train-size", type=int, default=4096, help="training images (default 4096)")
+    b.add_argument("--test-size", type=int, default=256)
+    b.add_argument("--width", type=float, default=1.0, help="model width (default 1.0, the paper's)")
+    b.add_argument("--pipeline", default="preloaded")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(handler=_stability)
     return parser
 
 

@@ -15,43 +15,11 @@ from functools import cache
 from pathlib import Path
 
 from persist.config import PersistError
+from persist.stats import t_975
 from persist.summary import load_benchmarks
 
 ALPHA = 0.05
 MIN_ROUNDS_FOR_U_TEST = 5  # 5 vs 5 rounds can reach p = 0.008; 3 vs 3 cannot go below p = 0.1
-# two-sided 97.5% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
-T_975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
 
 
 @dataclass(frozen=True)
@@ -104,7 +72,7 @@ def confidence_interval(data: list[float]) -> tuple[float, float]:
     if len(data) < 2:
         return mean, mean
     df = len(data) - 1
-    half = (T_975[df - 1] if df <= len(T_975) else 1.96) * statistics.stdev(data) / math.sqrt(len(data))
+    half = t_975(df) * statistics.stdev(data) / math.sqrt(len(data))
     return mean - half, mean + half
 
 

@@ -13,6 +13,7 @@ DATASETS = ("synthetic", "cifar10", "digits")
 PIPELINES = ("preloaded", "torchvision", "dali")
 LR_SCHEDULES = ("constant", "linear")
 LOSS_REDUCTIONS = ("sum", "mean")
+NORMALIZATIONS = ("unit", "symmetric", "standardize")  # described in persist/data/base.py
 
 # Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
 PIPELINE_OPTIONS = {
@@ -54,6 +55,7 @@ class RunConfig:
     loss_reduction: str = "sum"  # the paper sums per-example gradients
     delay_ms: float = 0.0  # extra host delay per load: simulates slow storage
     eval_batch_size: int = 1000
+    normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
     pin_memory: bool | None = None
@@ -69,6 +71,7 @@ class RunConfig:
         _one_of("pipeline", self.pipeline, PIPELINES)
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        _one_of("normalization", self.normalization, NORMALIZATIONS)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("persistency", self.persistency, 1)
         _at_least("epochs", self.epochs, 1)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persist.config import PersistError
+from persist.stats import bound_text
 
 COLUMNS = (
     "pipeline",
@@ -26,6 +27,7 @@ COLUMNS = (
     "compute %",
     "GPU-idle %",
     "util %",
+    "note",  # shown only when a cell diverged: its model's loss became NaN, and the cell was timed on
 )
 
 
@@ -62,6 +64,7 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "compute_pct": 100 * info["compute_s"] / median_s,
                 "gpu_idle_pct": 100 * info["gpu_idle_s"] / median_s,
                 "util_pct": (info.get("nvml") or {}).get("util_mean_pct"),
+                "diverged_epoch": info.get("diverged_epoch") if info.get("diverged") else None,
             }
         )
     rows.sort(key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
@@ -109,8 +112,10 @@ def _pct(value) -> str:
 
 
 def render(rows: list[dict], title: str) -> Table:
-    table = Table(*COLUMNS, title=title, title_justify="left")
+    notes = any(r["diverged_epoch"] is not None for r in rows)  # the note column only when some cell has one
+    table = Table(*(COLUMNS if notes else COLUMNS[:-1]), title=title, title_justify="left")
     for r in rows:
+        note = [] if not notes else ["" if r["diverged_epoch"] is None else f"diverged in epoch {r['diverged_epoch']}"]
         table.add_row(
             r["pipeline"],
             str(r["batch_size"]),
@@ -123,6 +128,41 @@ def render(rows: list[dict], title: str) -> Table:
             _pct(r["compute_pct"]),
             _pct(r["gpu_idle_pct"]),
             _pct(r["util_pct"]),
+            *note,
+            style="yellow" if r["diverged_epoch"] is not None else None,
+        )
+    return table
+
+
+def check_rows(benchmarks: list[dict]) -> list[dict]:
+    """Every ratio check the bench made (extra_info["checks"]), with the benchmark it belongs to."""
+    rows = []
+    for bench in benchmarks:
+        for check in bench.get("extra_info", {}).get("checks", []):
+            rows.append({"benchmark": bench.get("name", "?"), **check})
+    return rows
+
+
+def render_checks(rows: list[dict]) -> Table:
+    table = Table(
+        "check",
+        "ratio (median)",
+        "95% interval",
+        "bound",
+        "pairs",
+        "verdict",
+        title="persist: ratio checks over paired rounds (a check fails only when its whole interval misses the bound)",
+        title_justify="left",
+    )
+    for r in rows:
+        table.add_row(
+            r["name"],
+            f"{r['ratio']:.3f}",
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            bound_text(r.get("low_bound"), r.get("high_bound")),
+            str(r["pairs"]),
+            "FAILED" if r["failed"] else "ok",
+            style="bold red" if r["failed"] else None,
         )
     return table
 
@@ -146,6 +186,9 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
     scaling = scaling_rows(benchmarks)
     if scaling:
         console.print(render_scaling(scaling))
+    checks = check_rows(benchmarks)
+    if checks:
+        console.print(render_checks(checks))
     return rows
 
 

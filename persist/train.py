@@ -74,7 +74,8 @@ class Trainer:
         self.config = config
         self.dist = dist or DistContext()
         self.device = resolve_device(config.device, self.dist)
-        self.data = data if data is not None else load_dataset(config)
+        # the run's normalization applies whatever data were handed in: every pipeline reads data.mean/std
+        self.data = (data if data is not None else load_dataset(config)).normalized(config.normalization)
         n, world = len(self.data.train_y), self.dist.world_size
         if config.batch_size * world > n:
             raise ConfigError(
@@ -139,11 +140,7 @@ class Trainer:
         steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
         # deliberate sync, once per epoch; with several ranks the loss is first summed over them
         train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
-        if not math.isfinite(train_loss):
-            raise DivergedError(
-                f"train loss became {train_loss} in epoch {epoch} (lr={self.config.lr}, schedule "
-                f"{self.config.lr_schedule}, K={self.config.persistency}): the run diverged; use a smaller --lr"
-            )
+        # A non-finite loss is returned, not raised: a training run stops on it (run_epoch), a timing loop records it.
         return {
             "epoch": epoch,
             "wall_s": wall_s,
@@ -198,8 +195,17 @@ class Trainer:
         test_loss, test_acc = loss_sum.item() / n, correct.item() / n  # deliberate sync: the results
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
 
+    def check_finite(self, trained: dict) -> None:
+        if not math.isfinite(trained["train_loss"]):
+            raise DivergedError(
+                f"train loss became {trained['train_loss']} in epoch {trained['epoch']} (lr={self.config.lr}, "
+                f"schedule {self.config.lr_schedule}, K={self.config.persistency}): the run diverged; "
+                "use a smaller --lr"
+            )
+
     def run_epoch(self, epoch: int, on_load: Callable[[int], None] | None = None) -> EpochRecord:
         trained = self.train_epoch(epoch, on_load)
+        self.check_finite(trained)
         evaluated = self.evaluate()
         self.dist.barrier()  # the next epoch starts together, not while rank 0 is still evaluating
         return EpochRecord(**trained, **evaluated, device=device_name(self.device))

@@ -5,8 +5,9 @@ import math
 import pandas
 import pytest
 
-from persist.analysis import decomposition, mean_ci, per_run
+from persist.analysis import decomposition, per_run
 from persist.config import PersistError, RunConfig
+from persist.stats import mean_ci
 
 
 def _epochs(pipeline, m, k, seed, accs, wall_s, compute_s, schedule="constant", loads=10, epochs=None):

@@ -21,6 +21,7 @@ from persist.config import ConfigError, RunConfig, from_dict, with_profile
         ("delay_ms", -1.0, ">= 0"),
         ("width", 0.0, "> 0"),
         ("train_size", 0, "integer >= 1"),
+        ("normalization", "zscore", "unit, symmetric, standardize"),
     ],
 )
 def test_bad_values_name_the_value_and_what_is_allowed(field, value, allowed):

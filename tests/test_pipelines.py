@@ -169,3 +169,40 @@ def test_dali_parallel_external_source_feeds_the_same_batches(tiny_data):
     for (x, y), (ref_x, ref_y) in zip(batches, _reference_batches(tiny_data, epoch=4), strict=True):
         assert torch.equal(y, ref_y)
         torch.testing.assert_close(x, ref_x, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("normalization", "expected"),
+    [
+        ("unit", lambda pixels, data: pixels / 255),
+        ("symmetric", lambda pixels, data: pixels / 255 * 2 - 1),
+        (
+            "standardize",
+            lambda pixels, data: (
+                (pixels / 255 - torch.tensor(data.channel_mean, dtype=torch.float64).view(3, 1, 1))
+                / torch.tensor(data.channel_std, dtype=torch.float64).view(3, 1, 1)
+            ),
+        ),
+    ],
+)
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_normalization_sets_the_input_scale_in_every_pipeline(tiny_data, pipeline, normalization, expected):
+    from persist.data import batch_indices, epoch_order
+
+    config = RunConfig(pipeline=pipeline, batch_size=64, seed=5, device="cpu", normalization=normalization)
+    p = make_pipeline(config, tiny_data.normalized(normalization), CPU)
+    try:
+        x, _ = next(iter(p.epoch(1)))
+    finally:
+        p.close()
+    index = batch_indices(epoch_order(256, 5, 1), 64)[0]
+    pixels = tiny_data.train_x[index].permute(0, 3, 1, 2).double()
+    torch.testing.assert_close(x, expected(pixels, tiny_data).float(), rtol=0, atol=1e-6)
+
+
+def test_the_trainer_applies_the_configured_normalization_to_data_handed_in(tiny_data, tiny_config):
+    from dataclasses import replace
+
+    trainer = Trainer(replace(tiny_config, normalization="symmetric"), tiny_data.normalized("standardize"))
+    x, _ = next(iter(trainer.pipeline.epoch(1)))
+    assert trainer.data.normalization == "symmetric" and x.min() >= -1 and x.max() <= 1 and x.min() < -0.5

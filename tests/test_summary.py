@@ -63,3 +63,26 @@ def test_a_file_that_is_not_benchmark_json_is_one_line(tmp_path, capsys, content
     assert message in err and err.count("\n") == 1
     with pytest.raises(PersistError):
         print_summary_file(path, Console(file=None))
+
+
+def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
+    from persist.summary import print_summary
+
+    diverged = _cell("dali", 256, 5, 2.0, 0.1, 1.8, 0.1)
+    diverged["extra_info"].update({"diverged": True, "diverged_epoch": 4})
+    check = {
+        "name": "dali img/s / hand-written loop's",
+        "ratio": 0.951,
+        "ci_low": 0.93,
+        "ci_high": 0.99,
+        "pairs": 9,
+        "low_bound": 0.98,
+        "high_bound": None,
+        "failed": False,
+    }
+    reference = {"name": "bench_against_hand_written[dali]", "stats": {}, "extra_info": {"checks": [check]}}
+    rows = print_summary([diverged, reference], Console(file=None, width=250))
+    assert rows[0]["diverged_epoch"] == 4
+    out = capsys.readouterr().out
+    assert "diverged in epoch 4" in out
+    assert "[0.930, 0.990]" in out and ">= 0.98" in out and "ok" in out

@@ -1,6 +1,7 @@
 """The trainer and the run folder: counts, schedules, clocks, determinism, resume, and divergence."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -122,6 +123,18 @@ def test_divergence_is_an_error_and_keeps_finished_epochs(tiny_data, tiny_config
     config = replace(tiny_config, lr=1e6, epochs=3)
     with pytest.raises(DivergedError, match=r"train loss became nan in epoch \d .*use a smaller --lr"):
         train_run(config, tmp_path / "run", trainer=Trainer(config, tiny_data))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"].startswith("diverged in epoch")
+
+
+def test_a_timing_loop_gets_the_non_finite_loss_and_can_go_on(tiny_data, tiny_config):
+    """train_epoch reports a diverged model instead of raising: the bench keeps timing and records it."""
+    trainer = Trainer(replace(tiny_config, lr=1e6), tiny_data)
+    first, second = trainer.train_epoch(1), trainer.train_epoch(2)
+    assert not math.isfinite(first["train_loss"]) and not math.isfinite(second["train_loss"])
+    assert second["steps"] == 8 and second["wall_s"] > 0
+    with pytest.raises(DivergedError):
+        trainer.check_finite(second)
 
 
 def test_batch_larger_than_training_set_is_refused(tiny_data, tiny_config):

@@ -8,29 +8,52 @@ Pipelines may differ in time only, never in data. So the order of an epoch comes
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
 
+# How uint8 pixels become the model's input: x = (pixel/255 - mean) / std, per channel. See README ("Input scale").
+NORMALIZATIONS = {
+    "unit": "pixel / 255, in [0, 1]: torchvision's ToTensor() alone",
+    "symmetric": "in [-1, 1]: ToTensor() then Normalize(0.5, 0.5), as in PyTorch's 2018 CIFAR-10 tutorial",
+    "standardize": "per channel (pixel/255 - mean) / std, with the training split's statistics",
+}
+
 
 @dataclass(frozen=True)
 class ImageData:
-    """A dataset as uint8 images (N, 32, 32, 3), HWC like the CIFAR-10 files, and int64 labels."""
+    """A dataset as uint8 images (N, 32, 32, 3), HWC like the CIFAR-10 files, and int64 labels.
+
+    `channel_mean`/`channel_std` are facts about the training split (0..1 scale). `mean`/`std` are what every pipeline
+    normalizes with, and follow `normalization` (one of NORMALIZATIONS)."""
 
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    mean: tuple[float, float, float]  # per channel, on the 0..1 scale
-    std: tuple[float, float, float]
+    channel_mean: tuple[float, float, float]
+    channel_std: tuple[float, float, float]
     num_classes: int = 10
+    normalization: str = "unit"
 
     def __post_init__(self) -> None:
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
             assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[-1] == 3, (x.dtype, x.shape)
             assert y.dtype == torch.int64 and y.shape == x.shape[:1], (y.dtype, y.shape)
+        assert self.normalization in NORMALIZATIONS, self.normalization
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return {"unit": (0.0,) * 3, "symmetric": (0.5,) * 3, "standardize": self.channel_mean}[self.normalization]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return {"unit": (1.0,) * 3, "symmetric": (0.5,) * 3, "standardize": self.channel_std}[self.normalization]
+
+    def normalized(self, normalization: str) -> ImageData:
+        return self if normalization == self.normalization else replace(self, normalization=normalization)
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]

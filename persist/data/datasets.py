@@ -34,9 +34,9 @@ def load_dataset(config: RunConfig) -> ImageData:
     if config.dataset == "synthetic":
         train_n = config.train_size or SYNTHETIC_SIZES[0]
         test_n = config.test_size or SYNTHETIC_SIZES[1]
-        return synthetic(train_n, test_n)
+        return synthetic(train_n, test_n).normalized(config.normalization)
     full = cifar10(config.data_root or "data", config.download) if config.dataset == "cifar10" else digits()
-    return subset(full, config.train_size, config.test_size)
+    return subset(full, config.train_size, config.test_size).normalized(config.normalization)
 
 
 def subset(data: ImageData, train_size: int | None, test_size: int | None) -> ImageData:
@@ -52,8 +52,9 @@ def subset(data: ImageData, train_size: int | None, test_size: int | None) -> Im
         data.train_y[:train_size],
         data.test_x[:test_size],
         data.test_y[:test_size],
-        data.mean,
-        data.std,
+        data.channel_mean,
+        data.channel_std,
+        normalization=data.normalization,
     )
 
 

@@ -1,0 +1,131 @@
+"""`persist stability`: does a regime train stably? N SGD steps of every cell of a grid, each loss read as it comes.
+
+Before a long GPU sweep it is worth knowing whether the hyperparameters hold at all: the paper's fixed lr with a
+summed gradient makes the step grow with m, and K reuses of one batch (k*mu up to K*mu) push further. This trains each
+cell (m, K, schedule, normalization) for `steps` steps on the configured data and model and records every step's
+training loss. A cell is stable when every loss is finite and the loss fell: the mean of the last 10 steps is below
+the mean of the first 10. Rows are appended to `stability.jsonl` as cells finish, so a rerun skips finished cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from persist.config import RunConfig
+from persist.data import ImageData, load_dataset
+from persist.optim import set_lr
+from persist.train import Trainer
+
+WINDOW = 10  # steps averaged at each end to decide whether the loss fell
+ROWS = "stability.jsonl"
+
+# the paper's cells (Section 2: m x K with constant lr; Section 3: k*mu at m = 256 and 512)
+PAPER_CELLS = [(m, k, "constant") for m in (32, 256, 512) for k in (1, 2, 5)] + [
+    (m, k, "linear") for m in (256, 512) for k in (2, 5)
+]
+
+
+def probe(trainer: Trainer, steps: int) -> dict:
+    """Train `steps` SGD steps (K per loaded batch, across epochs as needed); stop early at a non-finite loss."""
+    config, losses = trainer.config, []
+    start = time.perf_counter()
+    for epoch in itertools.count(1):
+        for x, y in trainer.pipeline.epoch(epoch):
+            for lr in trainer.lrs:
+                set_lr(trainer.optimizer, lr)
+                loss_sum = torch.zeros((), device=trainer.device)
+                trainer.step(x, y, loss_sum)
+                losses.append(loss_sum.item() / config.batch_size)  # deliberate sync: the probe reads every loss
+                if not math.isfinite(losses[-1]) or len(losses) == steps:
+                    return summarize(config, losses, time.perf_counter() - start, steps)
+    raise AssertionError("unreachable")
+
+
+def summarize(config: RunConfig, losses: list[float], seconds: float, steps: int) -> dict:
+    finite = all(math.isfinite(v) for v in losses)
+    first = statistics.fmean(losses[:WINDOW])
+    last = statistics.fmean(losses[-WINDOW:])
+    return {
+        "normalization": config.normalization,
+        "batch_size": config.batch_size,
+        "persistency": config.persistency,
+        "lr_schedule": config.lr_schedule,
+        "steps_planned": steps,
+        "steps_done": len(losses),
+        "finite": finite,
+        "diverged_step": None if finite else len(losses),
+        "loss_first10": first,
+        "loss_last10": last,
+        "loss_min": min(v for v in losses if math.isfinite(v)) if any(map(math.isfinite, losses)) else math.nan,
+        "falling": finite and last < first,
+        "s_per_step": seconds / len(losses),
+        "losses": losses,
+        "config": config.as_dict(),
+    }
+
+
+def cell_key(row: dict) -> tuple:
+    return (row["normalization"], row["batch_size"], row["persistency"], row["lr_schedule"], row["steps_planned"])
+
+
+def read_rows(out: Path) -> list[dict]:
+    path = out / ROWS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_stability(
+    base: RunConfig,
+    cells: list[tuple[int, int, str]],
+    normalizations: list[str],
+    steps: int,
+    out: Path,
+    on_cell: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Probe every (normalization, cell) not yet in out/stability.jsonl; return all rows, finished ones included."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(out)
+    done = {cell_key(r) for r in rows}
+    data: ImageData = load_dataset(base)
+    for normalization, (m, k, schedule) in itertools.product(normalizations, cells):
+        config = replace(base, normalization=normalization, batch_size=m, persistency=k, lr_schedule=schedule)
+        if (normalization, m, k, schedule, steps) in done:
+            continue
+        trainer = Trainer(config, data)
+        try:
+            row = probe(trainer, steps)
+        finally:
+            trainer.close()
+        with open(out / ROWS, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        rows.append(row)
+        if on_cell is not None:
+            on_cell(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    header = (
+        "| normalization | m | K | lr | steps | finite | loss, first 10 | loss, last 10 | min | falling | s/step |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [header]
+    for r in sorted(rows, key=lambda r: (r["normalization"], r["lr_schedule"], r["batch_size"], r["persistency"])):
+        finite = "yes" if r["finite"] else f"**NaN at step {r['diverged_step']}**"
+        lines.append(
+            f"| {r['normalization']} | {r['batch_size']} | {r['persistency']} | "
+            f"{'k*mu' if r['lr_schedule'] == 'linear' else 'mu'} | {r['steps_done']} | {finite} | "
+            f"{r['loss_first10']:.3f} | {r['loss_last10']:.3f} | {r['loss_min']:.3f} | "
+            f"{'yes' if r['falling'] else 'no'} | {r['s_per_step']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""persist stability: every cell trains N steps, a NaN is a finding with its step, and a rerun resumes."""
+
+import json
+import math
+
+from persist.cli import main
+from persist.config import RunConfig
+from persist.stability import markdown, probe, read_rows, summarize
+from persist.train import Trainer
+
+SMALL = ["--train-size", "256", "--test-size", "32", "--width", "0.125", "--device", "cpu"]
+
+
+def test_probe_counts_steps_across_loads_and_epochs(tiny_data, tiny_config):
+    from dataclasses import replace
+
+    config = replace(tiny_config, batch_size=64, persistency=3)  # 4 loads x 3 steps = 12 steps per epoch
+    row = probe(Trainer(config, tiny_data), steps=20)
+    assert row["steps_done"] == 20 and len(row["losses"]) == 20 and row["finite"]
+    assert row["loss_first10"] == sum(row["losses"][:10]) / 10
+
+
+def test_a_diverging_cell_stops_at_its_first_non_finite_loss(tiny_data, tiny_config):
+    from dataclasses import replace
+
+    row = probe(Trainer(replace(tiny_config, lr=1e6), tiny_data), steps=50)
+    assert not row["finite"] and not row["falling"]
+    assert row["diverged_step"] == row["steps_done"] < 50 and not math.isfinite(row["losses"][-1])
+    assert "NaN at step" in markdown([row])
+
+
+def test_a_falling_loss_is_the_last_ten_below_the_first_ten():
+    config = RunConfig()
+    assert summarize(config, [2.3] * 10 + [1.0] * 10, 1.0, 20)["falling"]
+    assert not summarize(config, [2.3] * 20, 1.0, 20)["falling"]
+
+
+def test_cli_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, capsys):
+    out = tmp_path / "stab"
+    args = ["stability", *SMALL, "--steps", "12", "--batch-sizes", "32", "--persistencies", "1,2", "--out", str(out)]
+    code = main(args)
+    assert code in (0, 1)  # 1 when some cell is not stable: this tiny model may not learn in 12 steps
+    rows = read_rows(out)
+    assert [(r["batch_size"], r["persistency"]) for r in rows] == [(32, 1), (32, 2)]
+    assert all(r["normalization"] == "unit" and r["config"]["width"] == 0.125 for r in rows)
+    assert "| unit | 32 | 2 | mu | 12 |" in (out / "stability.md").read_text()
+    before = (out / "stability.jsonl").read_text()
+    assert main(args) == code
+    assert (out / "stability.jsonl").read_text() == before  # nothing trained again
+    assert len(before.splitlines()) == 2 and json.loads(before.splitlines()[0])["steps_planned"] == 12
+
+
+def test_cli_bad_values_are_one_line(tmp_path, capsys):
+    for flags, message in [
+        (["--steps", "5"], "steps=5 is not allowed: use 10 or more"),
+        (["--normalizations", "zscore"], "normalization='zscore' is not allowed"),
+        (["--batch-sizes", "64"], "no paper cell has these --batch-sizes"),
+    ]:
+        assert main(["stability", *SMALL, *flags, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
