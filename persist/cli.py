@@ -262,7 +262,11 @@ def _stability(args: argparse.Namespace) -> int:
             highlight=False,
         )
 
-    rows = run_stability(base, cells, normalizations, args.steps, args.out, on_cell=on_cell)
+    if args.sample_steps < 0:
+        raise PersistError(f"sample_steps={args.sample_steps} is not allowed: use 0 or more")
+    rows = run_stability(
+        base, cells, normalizations, args.steps, args.out, on_cell=on_cell, sample_steps=args.sample_steps
+    )
     (args.out / "stability.md").write_text(markdown(rows))
     unstable = [r for r in rows if not (r["finite"] and r["falling"])]
     console.print(f"{len(rows) - len(unstable)} of {len(rows)} cells stable; table in {args.out / 'stability.md'}")
@@ -306,7 +310,13 @@ def build_parser() -> Parser:
         "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
     )
     b.add_argument("--out", type=Path, required=True, help="folder for stability.jsonl and stability.md (resumable)")
-    b.add_argument("--steps", type=int, default=100, help="SGD steps per cell (default 100)")
+    b.add_argument("--steps", type=int, default=100, help="SGD steps per cell, at least (default 100)")
+    b.add_argument(
+        "--sample-steps",
+        type=int,
+        default=0,
+        help="and at least this many steps x m per cell, so that small m trains as far as large m (default 0)",
+    )
     b.add_argument("--normalizations", type=_words, help="comma-separated: unit,symmetric,standardize")
     b.add_argument("--batch-sizes", type=_ints, help="a subset of the paper's m: 32,256,512")
     b.add_argument("--persistencies", type=_ints, help="a subset of the paper's K: 1,2,5")

@@ -1,10 +1,11 @@
-"""`persist stability`: does a regime train stably? N SGD steps of every cell of a grid, each loss read as it comes.
+"""`persist stability`: does a regime train stably? Every cell of a grid for N SGD steps, each loss read as it comes.
 
 Before a long GPU sweep it is worth knowing whether the hyperparameters hold at all: the paper's fixed lr with a
 summed gradient makes the step grow with m, and K reuses of one batch (k*mu up to K*mu) push further. This trains each
-cell (m, K, schedule, normalization) for `steps` steps on the configured data and model and records every step's
-training loss. A cell is stable when every loss is finite and the loss fell: the mean of the last 10 steps is below
-the mean of the first 10. Rows are appended to `stability.jsonl` as cells finish, so a rerun skips finished cells.
+cell (m, K, schedule, normalization) on the configured data and model for at least `steps` steps, and at least
+`sample_steps` steps x m, and records every step's training loss. A cell is stable when every loss is finite and the
+loss fell: the mean of the last 10 steps is below the mean of the first 10. Rows are appended to `stability.jsonl` as
+cells finish, so a rerun skips finished cells.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ ROWS = "stability.jsonl"
 PAPER_CELLS = [(m, k, "constant") for m in (32, 256, 512) for k in (1, 2, 5)] + [
     (m, k, "linear") for m in (256, 512) for k in (2, 5)
 ]
+
+
+def steps_for(m: int, steps: int, sample_steps: int) -> int:
+    """At least `steps`, and at least `sample_steps` samples' worth: with the paper's summed gradient at a fixed lr,
+    one step moves the weights in proportion to m, so a small m needs more steps to get as far as a large one."""
+    return max(steps, math.ceil(sample_steps / m))
 
 
 def probe(trainer: Trainer, steps: int) -> dict:
@@ -91,6 +98,7 @@ def run_stability(
     steps: int,
     out: Path,
     on_cell: Callable[[dict], None] | None = None,
+    sample_steps: int = 0,
 ) -> list[dict]:
     """Probe every (normalization, cell) not yet in out/stability.jsonl; return all rows, finished ones included."""
     out.mkdir(parents=True, exist_ok=True)
@@ -99,11 +107,12 @@ def run_stability(
     data: ImageData = load_dataset(base)
     for normalization, (m, k, schedule) in itertools.product(normalizations, cells):
         config = replace(base, normalization=normalization, batch_size=m, persistency=k, lr_schedule=schedule)
-        if (normalization, m, k, schedule, steps) in done:
+        cell_steps = steps_for(m, steps, sample_steps)
+        if (normalization, m, k, schedule, cell_steps) in done:
             continue
         trainer = Trainer(config, data)
         try:
-            row = probe(trainer, steps)
+            row = probe(trainer, cell_steps)
         finally:
             trainer.close()
         with open(out / ROWS, "a") as f:

@@ -3,6 +3,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import write_cifar_folder
 from persist.config import ConfigError, RunConfig
@@ -33,14 +34,21 @@ def test_synthetic_is_deterministic_and_cifar_shaped():
     assert not torch.equal(a.train_x, synthetic(300, 50, seed=1).train_x)
 
 
-def test_synthetic_has_class_structure():
-    """Class-mean images differ far more than noise would make them: there is signal to learn, not only noise."""
-    data = synthetic(4000, 10)
-    x = data.train_x.float()
-    means = torch.stack([x[data.train_y == c].mean(0) for c in range(10)])
-    spread_between_classes = means.std(0).mean()
-    noise_of_a_mean = x.std(0).mean() / (400**0.5)
-    assert spread_between_classes > 5 * noise_of_a_mean
+def test_synthetic_is_learnable_but_not_linearly_easy():
+    """CIFAR-like difficulty: a ridge classifier on raw pixels scores far above chance (0.10) and far below what a
+    CNN reaches; on CIFAR-10 the same probe gives about 0.40. The old generator's 0.55 was too easy."""
+    data = synthetic(6000, 1500)
+
+    def features(x):
+        flat = x.permute(0, 3, 1, 2).double().div(255).mul(2).sub(1).reshape(len(x), -1)
+        return torch.cat([flat, torch.ones(len(x), 1, dtype=torch.float64)], 1)
+
+    x = features(data.train_x)
+    weights = torch.linalg.solve(
+        x.T @ x + 10 * torch.eye(x.shape[1], dtype=torch.float64), x.T @ F.one_hot(data.train_y).double()
+    )
+    accuracy = (features(data.test_x) @ weights).argmax(1).eq(data.test_y).double().mean().item()
+    assert 0.25 < accuracy < 0.45, accuracy
 
 
 def test_channel_stats_match_direct_computation():

@@ -59,3 +59,10 @@ def test_cli_bad_values_are_one_line(tmp_path, capsys):
         assert main(["stability", *SMALL, *flags, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_small_m_gets_as_many_samples_as_large_m():
+    from persist.stability import steps_for
+
+    assert [steps_for(m, 100, 51_200) for m in (32, 256, 512)] == [1600, 200, 100]
+    assert steps_for(32, 100, 0) == 100
