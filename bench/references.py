@@ -34,7 +34,7 @@ def preloaded_loop(data: ImageData, batch_size: int, device: torch.device):
 
 def dataloader_loop(data: ImageData, batch_size: int, device: torch.device, num_workers: int = 0):
     loader = DataLoader(
-        ArrayDataset(data.train_x, data.train_y, data.mean, data.std),
+        ArrayDataset(data.train_x, data.train_y, data),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,

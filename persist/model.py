@@ -6,7 +6,11 @@ Left open by the paper, chosen here as AlexNet does it:
 - 'same' padding (k // 2), so only the pools shrink the 32x32 input;
 - ReLU after every convolution and after the hidden layer;
 - pools after conv1, conv2 and conv5: 32 -> 16 -> 8 -> 4;
-- fully-connected part 256*4*4 = 4096 -> 256 -> 10.
+- fully-connected part 256*4*4 = 4096 -> 256 -> 10;
+- PyTorch's default initialization (uniform, bound 1/sqrt(fan_in)), the same in 2018's PyTorch 0.4;
+- inputs scaled to [0, 1] (pixel/255, torchvision's ToTensor() alone, `--normalization unit`): the paper names no
+  preprocessing. Per-channel standardization makes the paper's largest steps (m=512, K=5, mu=0.001 on a summed
+  gradient) diverge within 20-30 steps; see README ("Input scale") and reports/paper-stability.
 `width` scales every channel count and the hidden layer (1.0 is the paper's model, about 3.5 M parameters).
 """
 

@@ -97,3 +97,20 @@ def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, world_siz
 def scaled_stats(data: ImageData) -> tuple[list[float], list[float]]:
     """Mean and std on the 0..255 pixel scale, the form that DALI and the uint8 pipelines use."""
     return [255.0 * v for v in data.mean], [255.0 * v for v in data.std]
+
+
+class Normalizer:
+    """uint8 pixels -> float32 input, by the same float operations in the same order wherever it runs:
+    x = float32(pixel) - mean255, then x * (1 / std255), all in float32.
+    Every pipeline uses these constants (DALI's crop_mirror_normalize computes the same two operations), so the
+    pipelines feed bit-identical batches, not merely close ones."""
+
+    def __init__(self, data: ImageData, device: torch.device | str = "cpu"):
+        mean, std = scaled_stats(data)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1).to(device)
+        # the reciprocal taken in float32 of the float32 std, as DALI's crop_mirror_normalize takes it
+        self.inv_std = (1.0 / torch.tensor(std, dtype=torch.float32)).view(3, 1, 1).to(device)
+
+    def __call__(self, pixels_chw: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., 3, H, W) -> float32, normalized; broadcasts over a batch or a single image."""
+        return pixels_chw.float().sub_(self.mean).mul_(self.inv_std)

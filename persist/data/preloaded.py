@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-from persist.data.base import Batch, ImageData, batch_indices, epoch_order, scaled_stats
+from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order
 
 
 class DeviceImages:
@@ -20,22 +20,18 @@ class DeviceImages:
         # NCHW once, here, so that every batch is a contiguous gather with no permute.
         self.images = images_hwc.permute(0, 3, 1, 2).contiguous().to(device)
         self.labels = labels.to(device)
-        mean, std = scaled_stats(data)
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-        self.inv_std = (1.0 / torch.tensor(std, dtype=torch.float64)).float().to(device).view(1, 3, 1, 1)
+        self.normalize = Normalizer(data, device)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batch(self, index: torch.Tensor) -> Batch:
-        x = self.images.index_select(0, index).float()
-        return x.sub_(self.mean).mul_(self.inv_std), self.labels.index_select(0, index)
+        return self.normalize(self.images.index_select(0, index)), self.labels.index_select(0, index)
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         """Every sample once, in stored order, the last batch possibly short (for evaluation)."""
         for start in range(0, len(self), batch_size):
-            x = self.images[start : start + batch_size].float()
-            yield x.sub_(self.mean).mul_(self.inv_std), self.labels[start : start + batch_size]
+            yield self.normalize(self.images[start : start + batch_size]), self.labels[start : start + batch_size]
 
 
 class PreloadedPipeline:
