@@ -5,9 +5,11 @@ For one pipeline and m, against the K=1 run of the same seed:
     loading factor      = time_per_step(1) / time_per_step(K)       (cheaper steps: one load feeds K of them)
     convergence factor  = steps_to_target(1) / steps_to_target(K)   (fewer steps to the target accuracy)
     speedup             = loading factor x convergence factor = seconds_to_target(1) / seconds_to_target(K)
-Times are training time only (wall_s; evaluation excluded). The target is checked once per epoch, so steps and
-seconds to target have epoch resolution. On the preloaded pipeline there is almost no loading to share, so its
-loading factor should be about 1 (K steps cost K times one step) and its speedup is pure convergence.
+Times are training time only (wall_s; evaluation excluded). Runs with evaluations on a cadence of fresh samples
+(evals.jsonl, --eval-every) get steps, samples and seconds to target interpolated between the evaluation points
+around the first crossing; runs without them are read once per epoch, with epoch resolution. On the preloaded
+pipeline there is almost no loading to share, so its loading factor should be about 1 (K steps cost K times one
+step) and its speedup is pure convergence.
 """
 
 from __future__ import annotations
@@ -33,10 +35,40 @@ def check_comparable(epochs: pandas.DataFrame) -> None:
             raise PersistError(f"runs with different {column} cannot share a figure or table: {', '.join(values)}")
 
 
-def per_run(epochs: pandas.DataFrame, targets: dict[int, float]) -> pandas.DataFrame:
+PROGRESS = {  # evals.jsonl's cumulative counters -> the per-run "to target" column each one gives
+    "steps_seen": "steps_to_target",
+    "fresh_samples_seen": "fresh_samples_to_target",
+    "train_s": "seconds_to_target",
+}
+
+
+def interpolate_to_target(evals: pandas.DataFrame, target: float) -> dict[str, float]:
+    """Steps, fresh samples and training seconds at which test accuracy first reaches `target`, interpolated
+    linearly between the last evaluation below it and the first at or above it (every counter by the same fraction
+    of that interval). NaN for each when no evaluation reaches it: "not reached", never a number."""
+    evals = evals.sort_values("fresh_samples_seen").reset_index(drop=True)
+    hits = evals.index[evals["test_acc"] >= target]
+    if len(hits) == 0:
+        return dict.fromkeys(PROGRESS.values(), math.nan)
+    j = hits[0]
+    if j == 0:
+        return {column: float(evals.loc[0, counter]) for counter, column in PROGRESS.items()}
+    below, above = evals.loc[j - 1], evals.loc[j]
+    fraction = (target - below["test_acc"]) / (above["test_acc"] - below["test_acc"])
+    return {
+        column: float(below[counter] + fraction * (above[counter] - below[counter]))
+        for counter, column in PROGRESS.items()
+    }
+
+
+def per_run(
+    epochs: pandas.DataFrame, targets: dict[int, float], evals: pandas.DataFrame | None = None
+) -> pandas.DataFrame:
     """One row per run: time per step, its parts, and steps/epochs/samples/seconds to the target accuracy of its m
-    (NaN if not reached)."""
+    (NaN if not reached). Runs with evaluations (evals.jsonl) are interpolated between evaluation points; runs
+    without them are read once per epoch, so their figures have epoch resolution."""
     rows = []
+    has_evals = evals is not None and not evals.empty
     for keys, run in epochs.sort_values("epoch").groupby(RUN_KEYS):
         target = targets[run["batch_size"].iloc[0]]
         wall, compute = run["wall_s"].sum(), run["compute_s"].sum()
@@ -63,8 +95,14 @@ def per_run(epochs: pandas.DataFrame, targets: dict[int, float]) -> pandas.DataF
                 "allreduce_probe_s": run["dist_allreduce_probe_s"].mean()
                 if "dist_allreduce_probe_s" in run
                 else math.nan,
+                "resolution": "epoch",
             }
         )
+        run_evals = evals[evals["run"] == run["run"].iloc[0]] if has_evals else None
+        if run_evals is not None and len(run_evals):
+            fresh_per_epoch = run["fresh_samples"].iloc[0]
+            rows[-1].update(interpolate_to_target(run_evals, target), resolution="evaluations")
+            rows[-1]["epochs_to_target"] = rows[-1]["fresh_samples_to_target"] / fresh_per_epoch
     runs = pandas.DataFrame(rows)
     runs["partial"] = runs["epochs_done"] < runs["epochs_planned"]
     return runs
@@ -97,7 +135,10 @@ def factors(runs: pandas.DataFrame) -> pandas.DataFrame:
         one = base.loc[key]
         one = one.iloc[0] if isinstance(one, pandas.DataFrame) else one  # K=1 is the same run for both schedules
         out.loc[i, "loading_factor"] = one["time_per_step_s"] / row["time_per_step_s"]
-        out.loc[i, "convergence_factor"] = one["steps_to_target"] / row["steps_to_target"]
+        reached_by_training = row["steps_to_target"] > 0  # 0: the untrained model already met the target
+        out.loc[i, "convergence_factor"] = (
+            one["steps_to_target"] / row["steps_to_target"] if reached_by_training else math.nan
+        )
         out.loc[i, "speedup"] = out.loc[i, "loading_factor"] * out.loc[i, "convergence_factor"]
     return out
 
@@ -117,13 +158,16 @@ DECOMPOSITION_COLUMNS = [
 ]
 
 
-def decomposition(epochs: pandas.DataFrame, target: float | None = None) -> tuple[pandas.DataFrame, dict[int, float]]:
+def decomposition(
+    epochs: pandas.DataFrame, target: float | None = None, evals: pandas.DataFrame | None = None
+) -> tuple[pandas.DataFrame, dict[int, float]]:
     """The table: one row per (pipeline, m, K, schedule), each figure as a mean and 95% CI half-width over seeds.
-    `target` applies to every m; without it each m gets its default target (default_targets)."""
+    `target` applies to every m; without it each m gets its default target (default_targets). With `evals`
+    (records.load_evals), time to target is interpolated between evaluation points."""
     check_comparable(epochs)
     ms = sorted(int(m) for m in epochs["batch_size"].unique())
     targets = default_targets(epochs) if target is None else dict.fromkeys(ms, target)
-    runs = factors(per_run(epochs, targets))
+    runs = factors(per_run(epochs, targets, evals))
     if runs["steps_to_target"].isna().all():
         best = runs["best_test_acc"].max()
         raise PersistError(f"target accuracy {target:.4f} is reached by no run (best is {best:.4f}): lower --target")

@@ -71,6 +71,11 @@ def _add_train(commands) -> None:
     )
     g.add_argument("--delay-ms", type=float, help="extra delay per load, simulating slow storage")
     g.add_argument("--eval-batch-size", type=int)
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        help="evaluate every N fresh training samples (default: a quarter of the training set); rows in evals.jsonl",
+    )
     t = p.add_argument_group("torchvision pipeline")
     t.add_argument("--num-workers", type=int)
     t.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None)

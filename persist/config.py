@@ -56,6 +56,7 @@ class RunConfig:
     delay_ms: float = 0.0  # extra host delay per load: simulates slow storage
     eval_batch_size: int = 1000
     normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
+    eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
     pin_memory: bool | None = None
@@ -76,6 +77,8 @@ class RunConfig:
         _at_least("persistency", self.persistency, 1)
         _at_least("epochs", self.epochs, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)
+        if self.eval_every is not None:
+            _at_least("eval_every", self.eval_every, 1)
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)

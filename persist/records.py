@@ -2,6 +2,7 @@
 
 OUT/manifest.json   config (asdict), versions, device, clock; rewritten atomically
 OUT/epochs.jsonl    one EpochRecord per finished epoch, appended, flushed and fsynced; never rewritten
+OUT/evals.jsonl     one EvalRecord per evaluation on the fresh-sample cadence (--eval-every), appended likewise
 OUT/checkpoint.pt   model + optimizer after the last finished epoch, with that epoch's record; replaced atomically
 
 A kill at any moment loses at most the epoch in progress: the checkpoint is written before the record line, and on
@@ -21,7 +22,7 @@ from persist.config import PersistError, RunConfig, from_dict
 if TYPE_CHECKING:  # pandas is imported lazily: the trainer never needs it
     import pandas
 
-MANIFEST, EPOCHS, CHECKPOINT = "manifest.json", "epochs.jsonl", "checkpoint.pt"
+MANIFEST, EPOCHS, EVALS, CHECKPOINT = "manifest.json", "epochs.jsonl", "evals.jsonl", "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,24 @@ class EpochRecord:
     device: str
     nvml: dict = field(default_factory=dict)
     dist: dict = field(default_factory=dict)  # several ranks: world size, backend, per-rank max/mean, all-reduce
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluation on the cadence of fresh samples (--eval-every), so every K is seen at the same data consumed.
+    The counts and train_s are cumulative from the start of the run; train_s excludes every evaluation."""
+
+    epoch: int  # the epoch it happened in (0: before training)
+    fresh_samples_seen: int
+    sample_steps_seen: int
+    steps_seen: int
+    train_s: float
+    test_loss: float
+    test_acc: float
+    eval_s: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,11 +107,35 @@ def read_records(out: Path, repair: bool = False) -> list[EpochRecord]:
     return records
 
 
-def append_record(out: Path, record: EpochRecord) -> None:
-    with open(out / EPOCHS, "a") as f:
+def append_record(out: Path, record: EpochRecord | EvalRecord) -> None:
+    with open(out / (EVALS if isinstance(record, EvalRecord) else EPOCHS), "a") as f:
         f.write(json.dumps(record.as_dict()) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def read_evals(out: Path) -> list[EvalRecord]:
+    path = out / EVALS
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text().split("\n")[:-1], start=1):  # text after the last newline: torn
+        try:
+            rows.append(EvalRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise RunDirError(f"{path} line {number} is corrupt ({error}): not written by persist") from error
+    return rows
+
+
+def keep_evals_through(out: Path, epoch: int) -> list[EvalRecord]:
+    """On resume: drop evaluation rows of the epoch that a kill interrupted (it runs again), keep the rest."""
+    rows = read_evals(out)
+    kept = [r for r in rows if r.epoch <= epoch]
+    if (out / EVALS).exists() and (len(kept) != len(rows) or not (out / EVALS).read_text().endswith("\n")):
+        tmp = out / (EVALS + ".tmp")
+        tmp.write_text("".join(json.dumps(r.as_dict()) + "\n" for r in kept))
+        os.replace(tmp, out / EVALS)
+    return kept
 
 
 def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> list[EpochRecord]:
@@ -113,6 +156,19 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> list[EpochRec
             f"{out} already holds {len(records)} finished epoch(s) of this run: pass --resume to continue"
         )
     return records if resume else []
+
+
+def load_evals(paths) -> pandas.DataFrame:
+    """One row per evaluation (evals.jsonl) per run, with `run` and the run's config columns; empty when no run has
+    evaluations (runs from before --eval-every)."""
+    import pandas
+
+    rows = []
+    for path in map(Path, paths):
+        manifest = read_manifest(path) or {}
+        for record in read_evals(path):
+            rows.append({"run": str(path), **manifest.get("config", {}), **record.as_dict()})
+    return pandas.DataFrame(rows)
 
 
 def load_runs(paths) -> pandas.DataFrame:

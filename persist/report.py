@@ -14,7 +14,7 @@ from rich.table import Table
 
 from persist.analysis import decomposition
 from persist.figures import adaptive_figures, paper_figures
-from persist.records import load_runs, read_manifest
+from persist.records import load_evals, load_runs, read_manifest
 
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),
@@ -110,6 +110,12 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
             )
     for (pipeline, m), cell in table[table["persistency"] > 1].groupby(["pipeline", "batch_size"]):
         best = cell.loc[cell["speedup"].idxmax()] if cell["speedup"].notna().any() else None
+        if best is None and (cell["steps_to_target"] == 0).all():
+            sentences.append(
+                f"- {pipeline}, m={m}: the untrained model already met the target, so there is no convergence "
+                "factor to give: pass a higher --target."
+            )
+            continue
         if best is None:
             sentences.append(f"- {pipeline}, m={m}: no K>1 run reached the target, so persistency did not pay off.")
             continue
@@ -128,9 +134,9 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
 
 
 def write_report(run_dirs: list[Path], out: Path, target: float | None = None, console: Console | None = None) -> Path:
-    epochs = load_runs(run_dirs)
+    epochs, evals = load_runs(run_dirs), load_evals(run_dirs)
     target_given = target is not None
-    table, targets = decomposition(epochs, target)
+    table, targets = decomposition(epochs, target, evals)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "decomposition.csv", index=False)
     (out / "decomposition.md").write_text(markdown_table(table) + "\n")
@@ -139,7 +145,9 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
         figures += paper_figures(epochs, pipeline, out) + adaptive_figures(epochs, pipeline, out)
     (console or Console()).print(rich_table(table, targets))
     report = out / "report.md"
-    report.write_text(_markdown(epochs, table, targets, target_given, figures, _machine(run_dirs[0])))
+    report.write_text(
+        _markdown(epochs, table, targets, target_given, figures, _machine(run_dirs[0]), interpolated=not evals.empty)
+    )
     return report
 
 
@@ -163,6 +171,7 @@ def _markdown(
     target_given: bool,
     figures: list[Path],
     machine: str,
+    interpolated: bool = False,
 ) -> str:
     first = epochs.iloc[0]
     partial = table[table["partial"]]
@@ -180,6 +189,12 @@ def _markdown(
         f"schedules {_values(epochs, 'lr_schedule')}, seeds {_values(epochs, 'seed')}",
         f"- target test accuracy: {targets_text(targets)}"
         + ("" if target_given else " (default, per m: the best accuracy that every run with that m reached)"),
+        "- time to target: "
+        + (
+            "interpolated linearly between the evaluations (evals.jsonl) just below and at or above the target"
+            if interpolated
+            else "read once per epoch (these runs have no evals.jsonl), so it has epoch resolution"
+        ),
     ]
     diverged = table[table["diverged"] > 0]
     if len(diverged):

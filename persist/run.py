@@ -22,8 +22,10 @@ from persist.model import parameter_count
 from persist.records import (
     CHECKPOINT,
     EpochRecord,
+    EvalRecord,
     RunDirError,
     append_record,
+    keep_evals_through,
     prepare_run_dir,
     read_manifest,
     write_json_atomic,
@@ -163,13 +165,24 @@ def train_run(
     records = dist.on_main(lambda: _open_folder(out, config, resume))
     trainer = trainer or Trainer(config, dist=dist)
     main = dist.is_main
+
+    def write_eval(row: EvalRecord) -> None:
+        if main:
+            append_record(out, row)
+
     try:
         if records:
             load_checkpoint(out, trainer)  # every rank: the folder must be shared (one node, or a shared disk)
+            trainer.resume_from(records)
         if main:
             write_manifest(out, trainer, "running")
+            # an interrupted epoch's evaluations go (it runs again); with no finished epoch, the origin goes too
+            keep_evals_through(out, len(records) if records else -1)
+        if not records:  # the same decision on every rank
+            write_eval(trainer.eval_record(0, trainer.evaluate()))  # the curve's origin: before any step
+            trainer.dist.barrier()
         for epoch in range(len(records) + 1, config.epochs + 1):
-            record = trainer.run_epoch(epoch, on_load)
+            record = trainer.run_epoch(epoch, on_load, write_eval)
             if main:
                 save_checkpoint(out, trainer, record)
                 append_record(out, record)

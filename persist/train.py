@@ -23,7 +23,7 @@ from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.nvml import Sampler, open_sampler
 from persist.model import make_model
 from persist.optim import PaperSGD, set_lr
-from persist.records import EpochRecord
+from persist.records import EpochRecord, EvalRecord
 from persist.reuse import counts, lr_of_use
 
 
@@ -97,6 +97,20 @@ class Trainer:
         self.loss_scale = 1.0 if config.loss_reduction == "sum" else float(config.batch_size)
         # DDP averages gradients over ranks; the paper's gradient is the sum over the (global) minibatch
         self.grad_scale = float(world) if config.loss_reduction == "sum" else 1.0
+        # Evaluation on a cadence of fresh samples (global), so every K is observed at the same data consumed.
+        self.eval_every = config.eval_every or max(1, n // 4)
+        self.seen = {"fresh_samples": 0, "sample_steps": 0, "steps": 0, "train_s": 0.0}  # cumulative, whole run
+        self.next_eval = self.eval_every  # the origin (0 samples) is evaluated by train_run
+
+    def resume_from(self, records: list[EpochRecord]) -> None:
+        """Cumulative counts after the finished epochs of a resumed run, and the next evaluation point after them."""
+        for r in records:
+            self._count(r.fresh_samples, r.sample_steps, r.steps, r.wall_s)
+
+    def _count(self, fresh_samples: int, sample_steps: int, steps: int, train_s: float) -> None:
+        for key, value in zip(self.seen, (fresh_samples, sample_steps, steps, train_s), strict=True):
+            self.seen[key] += value
+        self.next_eval = (self.seen["fresh_samples"] // self.eval_every + 1) * self.eval_every
 
     def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
         """One SGD step: forward, loss, backward, paper-form momentum update. No host sync."""
@@ -106,12 +120,21 @@ class Trainer:
         self.optimizer.step()
         loss_sum.add_(loss.detach(), alpha=self.loss_scale)
 
-    def train_epoch(self, epoch: int, on_load: Callable[[int], None] | None = None) -> dict:
-        """Train one epoch (1-based), reusing each loaded batch for K steps; return its timings and counts."""
+    def train_epoch(
+        self,
+        epoch: int,
+        on_load: Callable[[int], None] | None = None,
+        on_eval: Callable[[EvalRecord], None] | None = None,
+    ) -> dict:
+        """Train one epoch (1-based), reusing each loaded batch for K steps; return its timings and counts.
+
+        With `on_eval`, the model is evaluated whenever the run's fresh samples pass the next multiple of
+        eval_every inside the epoch (the epoch's end is run_epoch's), with every training clock stopped."""
         self.model.train()
         self.clock.begin_epoch(self.counts["steps"])
         loss_sum = torch.zeros((), device=self.device)
-        data_wait_s, loads = 0.0, 0
+        data_wait_s, loads, paused_s = 0.0, 0, 0.0
+        global_m = self.config.batch_size * self.dist.world_size
         self.sampler.start()
         try:
             self.sync()  # deliberate sync: the epoch starts on an idle device
@@ -132,12 +155,16 @@ class Trainer:
                 loads += 1
                 if on_load is not None:
                     on_load(loads)
+                fresh = self.seen["fresh_samples"] + loads * global_m
+                if on_eval is not None and fresh >= self.next_eval and loads < len(self.pipeline):
+                    paused_s += self._evaluate_inside(epoch, loads, self.now() - start - paused_s, on_eval)
             self.sync()  # deliberate sync: the epoch ends when the device is done
-            wall_s = self.now() - start
+            wall_s = self.now() - start - paused_s
         finally:
             nvml = self.sampler.stop()
         times = self.clock.resolve()
-        steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
+        steps = loads * self.config.persistency
+        self._count(loads * global_m, steps * global_m, steps, wall_s)
         # deliberate sync, once per epoch; with several ranks the loss is first summed over them
         train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
         # A non-finite loss is returned, not raised: a training run stops on it (run_epoch), a timing loop records it.
@@ -156,6 +183,35 @@ class Trainer:
             "nvml": nvml,
             "dist": self._rank_summary(data_wait_s, times.compute_s),
         }
+
+    def _evaluate_inside(self, epoch: int, loads: int, epoch_train_s: float, on_eval) -> float:
+        """Evaluate in the middle of an epoch with the training clocks stopped; return how long the pause took.
+        Every rank pauses at the same load (the counts are global), rank 0 evaluates, the others wait."""
+        self.sync()  # deliberate sync: training so far is finished before its clock stops
+        paused = self.now()
+        self.clock.pause()  # the gap across the evaluation is not device idle time
+        steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
+        on_eval(self.eval_record(epoch, self.evaluate(), loads * global_m, steps * global_m, steps, epoch_train_s))
+        self.dist.barrier()
+        self.model.train()
+        return self.now() - paused
+
+    def eval_record(
+        self, epoch: int, evaluated: dict, fresh: int = 0, sample_steps: int = 0, steps: int = 0, train_s: float = 0.0
+    ) -> EvalRecord:
+        """An evaluation at the run's cumulative counts plus this epoch's (the arguments); advances the cadence."""
+        record = EvalRecord(
+            epoch=epoch,
+            fresh_samples_seen=self.seen["fresh_samples"] + fresh,
+            sample_steps_seen=self.seen["sample_steps"] + sample_steps,
+            steps_seen=self.seen["steps"] + steps,
+            train_s=self.seen["train_s"] + train_s,
+            test_loss=evaluated["test_loss"],
+            test_acc=evaluated["test_acc"],
+            eval_s=evaluated["eval_s"],
+        )
+        self.next_eval = (record.fresh_samples_seen // self.eval_every + 1) * self.eval_every
+        return record
 
     def _rank_summary(self, data_wait_s: float, compute_s: float) -> dict:
         if not self.dist.enabled:
@@ -203,10 +259,19 @@ class Trainer:
                 "use a smaller --lr"
             )
 
-    def run_epoch(self, epoch: int, on_load: Callable[[int], None] | None = None) -> EpochRecord:
-        trained = self.train_epoch(epoch, on_load)
+    def run_epoch(
+        self,
+        epoch: int,
+        on_load: Callable[[int], None] | None = None,
+        on_eval: Callable[[EvalRecord], None] | None = None,
+    ) -> EpochRecord:
+        """Train and evaluate one epoch. With `on_eval`, the epoch's end is an evaluation point too (the counts are
+        those after the epoch, already added by train_epoch)."""
+        trained = self.train_epoch(epoch, on_load, on_eval)
         self.check_finite(trained)
         evaluated = self.evaluate()
+        if on_eval is not None:
+            on_eval(self.eval_record(epoch, evaluated))
         self.dist.barrier()  # the next epoch starts together, not while rank 0 is still evaluating
         return EpochRecord(**trained, **evaluated, device=device_name(self.device))
 

@@ -69,7 +69,8 @@ def test_report_writes_figures_tables_and_markdown(sweep_dir, tmp_path, capsys):
         "fig-adaptive-preloaded-m64.png",
     } <= files
     report = (out / "report.md").read_text()
-    assert "## Did persistency pay off?" in report and "- preloaded, m=64: persistency" in report
+    assert "## Did persistency pay off?" in report and "- preloaded, m=64: " in report  # one verdict per pipeline, m
+    assert "interpolated linearly between the evaluations" in report  # the runs wrote evals.jsonl
     assert "default, per m: the best accuracy that every run with that m reached" in report
     assert "Decomposition to test accuracy" in capsys.readouterr().out
     header = (out / "decomposition.md").read_text().splitlines()[0]

@@ -49,21 +49,6 @@ def test_time_accounting_puts_a_planted_delay_in_data_time(tiny_data, tiny_confi
     assert stats["gpu_idle_s"] == pytest.approx(7 * 0.040)  # the device idles through the 7 waits between loads
 
 
-@pytest.mark.slow
-def test_real_delay_follows_the_load_plus_compute_model(tiny_data, tiny_config):
-    """Real clock: per load, data wait is d plus the pipeline's own load time; the epoch is loads*(d+load)+compute."""
-    base = Trainer(replace(tiny_config, persistency=2), tiny_data)
-    base.train_epoch(1)  # warm-up
-    plain = base.train_epoch(2)
-    delayed = Trainer(replace(tiny_config, persistency=2, delay_ms=30.0), tiny_data)
-    delayed.train_epoch(1)
-    slow = delayed.train_epoch(2)
-    load_s = plain["data_wait_s"] / plain["loads"]
-    assert slow["data_wait_s"] / slow["loads"] == pytest.approx(0.030 + load_s, rel=0.05)
-    predicted = slow["loads"] * (0.030 + load_s) + slow["compute_s"]  # gpu_idle_s already holds the waits
-    assert slow["wall_s"] == pytest.approx(predicted, rel=0.05)
-
-
 def test_same_seed_same_metrics(tiny_data, tiny_config, tmp_path):
     a = train_run(tiny_config, tmp_path / "a", trainer=Trainer(tiny_config, tiny_data))
     b = train_run(tiny_config, tmp_path / "b", trainer=Trainer(tiny_config, tiny_data))
@@ -163,3 +148,67 @@ def test_test_loss_falls_on_real_digits(tmp_path):
     losses = [r.test_loss for r in records]
     assert losses[-1] < 0.8 * losses[0], losses
     assert records[-1].test_acc > 0.5
+
+
+def test_evaluations_fall_at_the_same_fresh_sample_counts_for_every_k(tiny_data, tiny_config, tmp_path):
+    """--eval-every counts fresh samples, so K=1 and K=5 are evaluated at the same data consumed, and evaluation
+    time stays out of the training clocks."""
+    from persist.records import read_evals
+
+    seen = {}
+    for k in (1, 5):
+        config = replace(tiny_config, persistency=k, eval_every=64, epochs=2)  # 256 images, m=32: every 2 loads
+        records = train_run(config, tmp_path / f"K{k}", trainer=Trainer(config, tiny_data))
+        evals = read_evals(tmp_path / f"K{k}")
+        seen[k] = [(e.epoch, e.fresh_samples_seen) for e in evals]
+        assert [e.steps_seen for e in evals] == [k * e.fresh_samples_seen // 32 for e in evals]
+        assert [e.sample_steps_seen for e in evals] == [k * e.fresh_samples_seen for e in evals]
+        train_s = [e.train_s for e in evals]
+        assert train_s == sorted(train_s) and train_s[0] == 0
+        assert train_s[4] == pytest.approx(records[0].wall_s) and train_s[-1] == pytest.approx(
+            sum(r.wall_s for r in records)
+        )
+        assert evals[-1].test_loss == records[-1].test_loss  # the epoch's end is one evaluation, not two
+    assert seen[1] == seen[5] == [(0, 0), (1, 64), (1, 128), (1, 192), (1, 256), (2, 320), (2, 384), (2, 448), (2, 512)]
+
+
+def test_an_evaluation_inside_an_epoch_is_not_training_time(tiny_data, tiny_config, fake_clock):
+    """With a clock that only the delay and the evaluation move, the epoch's wall time is the delay alone."""
+    config = replace(tiny_config, delay_ms=40.0, eval_every=128)
+    trainer = Trainer(config, tiny_data, clock=HostClock(now=fake_clock.now), now=fake_clock.now)
+    trainer.pipeline.sleep = fake_clock.sleep
+    real_evaluate = trainer.evaluate
+
+    def slow_evaluate():
+        fake_clock.sleep(5.0)  # an evaluation that takes 5 s
+        return real_evaluate()
+
+    trainer.evaluate = slow_evaluate
+    rows = []
+    stats = trainer.train_epoch(1, on_eval=rows.append)
+    assert [r.fresh_samples_seen for r in rows] == [128]  # the epoch's end (256) is run_epoch's
+    assert stats["wall_s"] == pytest.approx(8 * 0.040) and rows[0].train_s == pytest.approx(4 * 0.040)
+    assert stats["gpu_idle_s"] == pytest.approx(
+        6 * 0.040
+    )  # 7 gaps between loads, the one across the evaluation not idle
+
+
+def test_resume_drops_the_interrupted_epochs_evaluations(tiny_data, tiny_config, tmp_path):
+    from persist.records import read_evals
+
+    config = replace(tiny_config, epochs=2, eval_every=64)
+    whole = tmp_path / "whole"
+    train_run(config, whole, trainer=Trainer(config, tiny_data))
+
+    def kill_in_epoch_2(loads):
+        if len(read_records(tmp_path / "cut")) == 1 and loads == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, tmp_path / "cut", trainer=Trainer(config, tiny_data), on_load=kill_in_epoch_2)
+    assert [e.epoch for e in read_evals(tmp_path / "cut")][-1] == 2  # epoch 2's first evaluations were written
+    train_run(config, tmp_path / "cut", resume=True, trainer=Trainer(config, tiny_data))
+    cut, full = read_evals(tmp_path / "cut"), read_evals(whole)
+    assert [(e.epoch, e.fresh_samples_seen, e.test_loss) for e in cut] == [
+        (e.epoch, e.fresh_samples_seen, e.test_loss) for e in full
+    ]

@@ -32,15 +32,21 @@ class StepClock(Protocol):
 
     def step_end(self) -> None: ...
 
+    def pause(self) -> None: ...  # training stops here for a while: the next gap is not device idle time
+
     def resolve(self) -> StepTimes: ...
 
 
-def sum_intervals(starts: Sequence, ends: Sequence, elapsed_s: Callable[[object, object], float]) -> StepTimes:
-    """Busy time (start_i -> end_i) and idle time (end_i -> start_i+1), for any kind of time stamp."""
+def sum_intervals(
+    starts: Sequence, ends: Sequence, elapsed_s: Callable[[object, object], float], breaks: frozenset[int] = frozenset()
+) -> StepTimes:
+    """Busy time (start_i -> end_i) and idle time (end_i -> start_i+1), for any kind of time stamp. A gap before a
+    step index in `breaks` is not idle time: training was paused there (an evaluation inside the epoch)."""
     if len(starts) != len(ends):
         raise RuntimeError(f"clock saw {len(starts)} step starts but {len(ends)} step ends")
     compute_s = sum(elapsed_s(s, e) for s, e in zip(starts, ends, strict=True))
-    gpu_idle_s = sum(elapsed_s(e, s) for e, s in zip(ends[:-1], starts[1:], strict=True))
+    gaps = zip(ends[:-1], starts[1:], strict=True)
+    gpu_idle_s = sum(elapsed_s(e, s) for i, (e, s) in enumerate(gaps, start=1) if i not in breaks)
     return StepTimes(compute_s, gpu_idle_s, len(starts))
 
 
@@ -53,7 +59,7 @@ class HostClock:
         self.ends: list[float] = []
 
     def begin_epoch(self, steps: int) -> None:
-        self.starts, self.ends = [], []
+        self.starts, self.ends, self.breaks = [], [], set()
 
     def step_start(self) -> None:
         self.starts.append(self.now())
@@ -61,8 +67,11 @@ class HostClock:
     def step_end(self) -> None:
         self.ends.append(self.now())
 
+    def pause(self) -> None:
+        self.breaks.add(len(self.starts))
+
     def resolve(self) -> StepTimes:
-        return sum_intervals(self.starts, self.ends, lambda a, b: b - a)
+        return sum_intervals(self.starts, self.ends, lambda a, b: b - a, frozenset(self.breaks))
 
 
 class CudaEventClock:
@@ -76,7 +85,7 @@ class CudaEventClock:
         # Events are made before the epoch starts, so the timed loop only records them.
         while len(self.pool) < 2 * steps:
             self.pool.append(torch.cuda.Event(enable_timing=True))
-        self.used = 0
+        self.used, self.breaks = 0, set()
 
     def _record(self) -> None:
         if self.used == len(self.pool):  # more steps than announced: grow rather than fail
@@ -87,11 +96,14 @@ class CudaEventClock:
     step_start = _record
     step_end = _record
 
+    def pause(self) -> None:
+        self.breaks.add(self.used // 2)
+
     def resolve(self) -> StepTimes:
         events = self.pool[: self.used]
         if events:
             events[-1].synchronize()  # deliberate sync: once per epoch, after the last step
-        return sum_intervals(events[0::2], events[1::2], lambda a, b: a.elapsed_time(b) / 1000)
+        return sum_intervals(events[0::2], events[1::2], lambda a, b: a.elapsed_time(b) / 1000, frozenset(self.breaks))
 
 
 class NullClock:
@@ -106,6 +118,7 @@ class NullClock:
         pass
 
     step_end = step_start
+    pause = step_start
 
     def resolve(self) -> StepTimes:
         return StepTimes(float("nan"), float("nan"), 0)
