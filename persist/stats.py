@@ -1,5 +1,5 @@
-"""Small-sample statistics, in one place: Student t intervals, a distribution-free interval for a median, a
-percentile bootstrap, and the significance rule of every ratio check in the bench.
+"""Small-sample statistics, in one place: Student t intervals, a distribution-free interval for a median, and the
+significance rule of every ratio check in the bench.
 
 A timing check on a shared machine must not fail on noise. Each check pairs rounds (reference, then ours, adjacent in
 time, so slow drift cancels), takes one ratio per pair, and fails only when the 95% interval of the median ratio lies
@@ -10,9 +10,8 @@ interval): it assumes nothing about the shape of the noise, and one spike from a
 from __future__ import annotations
 
 import math
-import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 # two-sided 97.5% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
@@ -82,26 +81,6 @@ def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
     if j == 0:  # too few values for this confidence: the interval is unbounded
         return median, -math.inf, math.inf
     return median, xs[j - 1], xs[n - j]
-
-
-def bootstrap_ci(
-    values: Sequence[float],
-    statistic: Callable[[list[float]], float] = statistics.fmean,
-    confidence: float = 0.95,
-    resamples: int = 10_000,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """(statistic, low, high): percentile bootstrap over `values` (seeded, so a report is reproducible)."""
-    values = list(values)
-    if not values:
-        return math.nan, math.nan, math.nan
-    point = statistic(values)
-    if len(values) == 1:
-        return point, math.nan, math.nan
-    rng = random.Random(seed)
-    draws = sorted(statistic(rng.choices(values, k=len(values))) for _ in range(resamples))
-    tail = (1 - confidence) / 2
-    return point, draws[int(tail * (resamples - 1))], draws[math.ceil((1 - tail) * (resamples - 1))]
 
 
 @dataclass(frozen=True)

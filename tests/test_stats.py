@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from persist.stats import MIN_PAIRS, bootstrap_ci, mean_ci, median_ci, ratio_check
+from persist.stats import MIN_PAIRS, mean_ci, median_ci, ratio_check
 
 
 def test_median_interval_uses_the_sign_test_order_statistics():
@@ -44,14 +44,6 @@ def test_a_ratio_check_fails_only_when_the_whole_interval_misses_the_bound():
 def test_a_ratio_check_needs_enough_pairs_for_an_interval():
     with pytest.raises(ValueError, match=f"use at least {MIN_PAIRS}"):
         ratio_check("few", [1.0] * (MIN_PAIRS - 1), low_bound=0.98)
-
-
-def test_bootstrap_is_seeded_and_brackets_the_mean():
-    values = [0.52, 0.55, 0.61, 0.58, 0.49]
-    point, low, high = bootstrap_ci(values)
-    assert point == pytest.approx(sum(values) / 5) and low < point < high
-    assert bootstrap_ci(values) == (point, low, high)
-    assert math.isnan(bootstrap_ci([0.5])[1])
 
 
 def test_mean_interval_uses_student_t():
