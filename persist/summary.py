@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +23,8 @@ COLUMNS = (
     "epoch s (median)",
     "IQR s",
     "x K=1",
+    "predicted s",
+    "error %",
     "img/s",
     "data-wait %",
     "compute %",
@@ -59,6 +62,9 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "epoch_median_s": median_s,
                 "epoch_iqr_s": stats["iqr"],
                 "rounds": stats["rounds"],
+                "loads": info.get("loads"),
+                "steps": info.get("steps"),
+                "compute_s": info["compute_s"],
                 "fresh_img_per_s": info["fresh_samples"] / median_s,
                 "data_wait_pct": 100 * info["data_wait_s"] / median_s,
                 "compute_pct": 100 * info["compute_s"] / median_s,
@@ -68,11 +74,26 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
             }
         )
     rows.sort(key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
-    k1 = {(r["pipeline"], r["batch_size"]): r["epoch_median_s"] for r in rows if r["persistency"] == 1}
-    for r in rows:  # how much longer an epoch takes than with K=1: the naive expectation is K
+    k1 = {(r["pipeline"], r["batch_size"]): r for r in rows if r["persistency"] == 1}
+    for r in rows:
         base = k1.get((r["pipeline"], r["batch_size"]))
-        r["epoch_vs_k1"] = r["epoch_median_s"] / base if base else None
+        # how much longer an epoch takes than with K=1: the naive expectation is K
+        r["epoch_vs_k1"] = r["epoch_median_s"] / base["epoch_median_s"] if base else None
+        r["predicted_epoch_s"] = predict_epoch_s(base, r["loads"], r["steps"]) if base else None
+        r["prediction_error_pct"] = (
+            None if r["predicted_epoch_s"] is None else 100 * (r["predicted_epoch_s"] / r["epoch_median_s"] - 1)
+        )
     return rows
+
+
+def predict_epoch_s(k1: dict, loads: int | None, steps: int | None) -> float | None:
+    """The decomposition's forecast from the K=1 cell alone: every load costs what it cost there (the epoch less
+    its compute, per load), every step what a step cost there. If persistency only shares loading, this explains
+    every K's epoch; the error column shows how far it does."""
+    if not (k1.get("loads") and k1.get("steps") and loads and steps):
+        return None
+    overhead_per_load_s = (k1["epoch_median_s"] - k1["compute_s"]) / k1["loads"]
+    return loads * overhead_per_load_s + steps * k1["compute_s"] / k1["steps"]
 
 
 def scaling_rows(benchmarks: list[dict]) -> list[dict]:
@@ -123,6 +144,8 @@ def render(rows: list[dict], title: str) -> Table:
             f"{r['epoch_median_s']:.3f}",
             f"{r['epoch_iqr_s']:.3f}",
             "-" if r["epoch_vs_k1"] is None else f"{r['epoch_vs_k1']:.2f}",
+            "-" if r["predicted_epoch_s"] is None else f"{r['predicted_epoch_s']:.3f}",
+            "-" if r["prediction_error_pct"] is None else f"{r['prediction_error_pct']:+.1f}",
             f"{r['fresh_img_per_s']:,.0f}",
             _pct(r["data_wait_pct"]),
             _pct(r["compute_pct"]),
@@ -193,4 +216,6 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
 
 
 def print_summary_file(path: Path, console: Console | None = None) -> list[dict]:
+    # piped to a file or another program, rich would wrap at 80 columns; the table is wider than that
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     return print_summary(load_benchmarks(path)["benchmarks"], console)

@@ -86,3 +86,15 @@ def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
     out = capsys.readouterr().out
     assert "diverged in epoch 4" in out
     assert "[0.930, 0.990]" in out and ">= 0.98" in out and "ok" in out
+
+
+def test_every_k_is_predicted_from_its_k1_cell():
+    """K=1: 10 loads, 10 steps, 1.0 s epoch of which 0.5 s compute -> 0.05 s per load, 0.05 s per step.
+    K=5 predicted: 10 loads x 0.05 + 50 steps x 0.05 = 3.0 s; measured 2.4 s -> the forecast is 25% high."""
+    k1 = _cell("torchvision", 256, 1, 1.0, 0.4, 0.5, 0.1)
+    k5 = _cell("torchvision", 256, 5, 2.4, 0.4, 2.0, 0.1)
+    k1["extra_info"].update(loads=10, steps=10)
+    k5["extra_info"].update(loads=10, steps=50)
+    one, five = summary_rows([k1, k5])
+    assert one["predicted_epoch_s"] == pytest.approx(1.0) and one["prediction_error_pct"] == pytest.approx(0)
+    assert five["predicted_epoch_s"] == pytest.approx(3.0) and five["prediction_error_pct"] == pytest.approx(25)
