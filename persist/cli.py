@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -33,6 +34,27 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from error
 
 
+BUDGET_UNITS = {"s": "budget_s", "sample-steps": "budget_sample_steps", "epochs": "epochs"}
+
+
+def _budget(text: str) -> dict:
+    """'120s' | '2e6sample-steps' | '10epochs' -> the RunConfig fields that say it (a time or sample budget lifts
+    the epoch cap unless --epochs sets one)."""
+    for unit, name in sorted(BUDGET_UNITS.items(), key=lambda item: -len(item[0])):
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if not (value > 0 and math.isfinite(value)) or (name != "budget_s" and value != int(value)):
+                break
+            return {name: value if name == "budget_s" else int(value)}
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a budget: use training seconds (120s), sample-steps, i.e. steps x m (2e6sample-steps), "
+        "or epochs (10epochs)"
+    )
+
+
 def _words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -60,6 +82,11 @@ def _add_train(commands) -> None:
     g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
     g.add_argument("--lr-schedule", help="constant (default) | linear: k*mu on the k-th use of a batch")
     g.add_argument("--epochs", type=int, help="passes over the distinct training data (default 1)")
+    g.add_argument(
+        "--budget",
+        type=_budget,
+        help="train until a budget is spent: 120s (training seconds), 2e6sample-steps (steps x m) or 10epochs",
+    )
     g.add_argument("--seed", type=int, help="weights and batch order (default 0)")
     g.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     g.add_argument("--width", type=float, help="model channel multiplier (1.0 = paper)")
@@ -97,7 +124,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
+    budget = getattr(args, "budget", None) or {}
+    if "epochs" in budget and args.epochs is not None:
+        raise PersistError(f"--budget {budget['epochs']}epochs and --epochs {args.epochs} say the same thing: give one")
+    values.update(budget)
+    if budget.keys() & {"budget_s", "budget_sample_steps"} and args.epochs is None:
+        values["epochs"] = UNCAPPED_EPOCHS
     return RunConfig(**values)
+
+
+UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -193,12 +229,12 @@ def _sweep(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         data_root=args.data_root,
         device=args.device,
-        epochs=args.epochs,
         pipelines=args.pipelines,
         batch_sizes=args.batch_sizes,
         persistencies=args.persistencies,
         schedules=args.schedules,
         seeds=range(args.seeds) if args.seeds else None,
+        **{"epochs": args.epochs, **_sweep_budget(args)},
     )
     names = [run_name(config) for config in grid.configs()]
 
@@ -211,6 +247,15 @@ def _sweep(args: argparse.Namespace) -> int:
     run_sweep(grid, args.out, on_run=on_run, on_epoch=None if args.quiet else on_epoch)
     console.print(f"{len(names)} runs in {args.out}; next: persist report {args.out}/* --out {args.out}/report")
     return 0
+
+
+def _sweep_budget(args: argparse.Namespace) -> dict:
+    budget = dict(args.budget or {})
+    if "epochs" in budget and args.epochs is not None:
+        raise PersistError(f"--budget {budget['epochs']}epochs and --epochs {args.epochs} say the same thing: give one")
+    if budget.keys() & {"budget_s", "budget_sample_steps"} and args.epochs is None:
+        budget["epochs"] = UNCAPPED_EPOCHS
+    return budget
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -301,6 +346,12 @@ def build_parser() -> Parser:
     w.add_argument("--schedules", type=_words, help="comma-separated: constant,linear")
     w.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     w.add_argument("--epochs", type=int)
+    w.add_argument(
+        "--budget",
+        type=_budget,
+        help="every run trains until it spends this: 120s (training seconds), 2e6sample-steps or 10epochs; "
+        "with a time budget, K=1 trains as long as K=5",
+    )
     w.add_argument("--dataset")
     w.add_argument("--data-root")
     w.add_argument("--device")

@@ -46,7 +46,9 @@ class RunConfig:
     lr: float = 0.001  # mu
     momentum: float = 0.5  # gamma
     lr_schedule: str = "constant"  # "linear": lr = k*mu on the k-th use of a batch
-    epochs: int = 1
+    epochs: int = 1  # with a budget: the most epochs it may take
+    budget_s: float | None = None  # stop once this many training seconds are spent (evaluation excluded)
+    budget_sample_steps: int | None = None  # stop once steps x m reaches this
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     width: float = 1.0  # channel multiplier of the model; 1.0 is the paper's
@@ -77,6 +79,12 @@ class RunConfig:
         _at_least("persistency", self.persistency, 1)
         _at_least("epochs", self.epochs, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)
+        if self.budget_s is not None:
+            _positive("budget_s", self.budget_s)
+        if self.budget_sample_steps is not None:
+            _at_least("budget_sample_steps", self.budget_sample_steps, 1)
+        if self.budget_s is not None and self.budget_sample_steps is not None:
+            raise ConfigError("budget_s and budget_sample_steps are both set: give one budget")
         if self.eval_every is not None:
             _at_least("eval_every", self.eval_every, 1)
         for name in ("train_size", "test_size"):

@@ -25,6 +25,12 @@ class EpochProgress:
         )
         self.task = None
         self.epoch = 1
+        if config.budget_s is not None:
+            self.total = f"until {config.budget_s:g} s of training"
+        elif config.budget_sample_steps is not None:
+            self.total = f"until {config.budget_sample_steps:,} sample-steps"
+        else:
+            self.total = str(config.epochs)
 
     def __enter__(self) -> EpochProgress:
         self.progress.start()
@@ -35,7 +41,7 @@ class EpochProgress:
 
     def load_done(self, loads: int) -> None:
         if self.task is None:
-            self.task = self.progress.add_task("train", total=None, epoch=self.epoch, epochs=self.config.epochs)
+            self.task = self.progress.add_task("train", total=None, epoch=self.epoch, epochs=self.total)
         self.progress.update(self.task, completed=loads)
 
     def epoch_done(self, r: EpochRecord) -> None:
@@ -46,7 +52,7 @@ class EpochProgress:
         data_pct = 100 * r.data_wait_s / r.wall_s if r.wall_s > 0 else 0.0
         compute_pct = 100 * r.compute_s / r.wall_s if r.wall_s > 0 else 0.0
         self.console.print(
-            f"epoch {r.epoch:>3}/{self.config.epochs}  train_loss {r.train_loss:.4f}  test_loss {r.test_loss:.4f}  "
+            f"epoch {r.epoch:>3}/{self.total}  train_loss {r.train_loss:.4f}  test_loss {r.test_loss:.4f}  "
             f"test_acc {r.test_acc:.4f}  wall {r.wall_s:.2f}s  data {data_pct:.0f}%  compute {compute_pct:.0f}%  "
             f"[{r.clock}, {r.device}]",
             highlight=False,

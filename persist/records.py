@@ -44,6 +44,7 @@ class EpochRecord:
     device: str
     nvml: dict = field(default_factory=dict)
     dist: dict = field(default_factory=dict)  # several ranks: world size, backend, per-rank max/mean, all-reduce
+    budget_met: bool = False  # training stopped inside this epoch because the run's budget was spent
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -147,7 +148,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> list[EpochRec
             raise RunDirError(f"{out} holds {EPOCHS} but no {MANIFEST}: choose another --out")
         return []
     previous = from_dict(manifest["config"])
-    differ = previous.differences(config, ignore=("epochs",))
+    differ = previous.differences(config, ignore=("epochs", "budget_s", "budget_sample_steps"))  # may be extended
     if differ:
         shown = ", ".join(f"{n}={getattr(previous, n)!r} (now {getattr(config, n)!r})" for n in differ)
         raise RunDirError(f"{out} holds a different run's records: {shown}; choose another --out")

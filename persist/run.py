@@ -182,6 +182,8 @@ def train_run(
             write_eval(trainer.eval_record(0, trainer.evaluate()))  # the curve's origin: before any step
             trainer.dist.barrier()
         for epoch in range(len(records) + 1, config.epochs + 1):
+            if trainer.budget_met():  # a resumed run whose budget was already spent
+                break
             record = trainer.run_epoch(epoch, on_load, write_eval)
             if main:
                 save_checkpoint(out, trainer, record)
@@ -190,7 +192,7 @@ def train_run(
             if on_epoch is not None and main:
                 on_epoch(record)
         if main:
-            write_manifest(out, trainer, "finished")
+            write_manifest(out, trainer, "finished" + (" (budget spent)" if trainer.budget_met() else ""))
         return records
     except BaseException as error:
         if main:

@@ -100,7 +100,9 @@ def run_sweep(
         folders.append(folder)
         done = len(read_records(folder)) if folder.exists() else 0
         status = (read_manifest(folder) or {}).get("status", "") if folder.exists() else ""
-        if done >= config.epochs or status.startswith("diverged"):  # a diverged run would diverge again
+        budgeted = config.budget_s is not None or config.budget_sample_steps is not None
+        # a budgeted run goes to train_run, which returns at once when its (perhaps extended) budget is spent
+        if (done >= config.epochs and not budgeted) or status.startswith("diverged"):  # it would diverge again
             if on_run:
                 on_run(run_name(config), config, "finished already" if done >= config.epochs else status)
             continue
@@ -115,7 +117,8 @@ def run_sweep(
     return folders
 
 
-BASE_OVERRIDES = ("dataset", "data_root", "device", "epochs")  # change the preset's base config
+# change the preset's base config
+BASE_OVERRIDES = ("dataset", "data_root", "device", "epochs", "budget_s", "budget_sample_steps")
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "seeds")  # replace a grid axis
 
 

@@ -133,7 +133,7 @@ class Trainer:
         self.model.train()
         self.clock.begin_epoch(self.counts["steps"])
         loss_sum = torch.zeros((), device=self.device)
-        data_wait_s, loads, paused_s = 0.0, 0, 0.0
+        data_wait_s, loads, paused_s, spent = 0.0, 0, 0.0, False
         global_m = self.config.batch_size * self.dist.world_size
         self.sampler.start()
         try:
@@ -155,6 +155,9 @@ class Trainer:
                 loads += 1
                 if on_load is not None:
                     on_load(loads)
+                spent = self.budget_met(loads * self.config.persistency * global_m, self.now() - start - paused_s)
+                if spent:  # the epoch ends here; run_epoch evaluates at this point
+                    break
                 fresh = self.seen["fresh_samples"] + loads * global_m
                 if on_eval is not None and fresh >= self.next_eval and loads < len(self.pipeline):
                     paused_s += self._evaluate_inside(epoch, loads, self.now() - start - paused_s, on_eval)
@@ -182,7 +185,18 @@ class Trainer:
             "clock": self.clock.name,
             "nvml": nvml,
             "dist": self._rank_summary(data_wait_s, times.compute_s),
+            "budget_met": spent,
         }
+
+    def budget_met(self, sample_steps: int = 0, train_s: float = 0.0) -> bool:
+        """Whether the run's budget is spent, after this epoch's sample_steps and train_s so far. The time budget
+        reads the host clock without a sync: on a GPU the host may run ahead of the device by the queued work."""
+        config = self.config
+        if config.budget_sample_steps is not None:
+            return self.seen["sample_steps"] + sample_steps >= config.budget_sample_steps
+        if config.budget_s is not None:
+            return self.seen["train_s"] + train_s >= config.budget_s
+        return False
 
     def _evaluate_inside(self, epoch: int, loads: int, epoch_train_s: float, on_eval) -> float:
         """Evaluate in the middle of an epoch with the training clocks stopped; return how long the pause took.

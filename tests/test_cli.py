@@ -114,3 +114,21 @@ def _exit_code(argv):
         return main(argv)
     except SystemExit as exit_:
         return exit_.code
+
+
+def test_budget_flag_units_and_bad_values(tmp_path, capsys):
+    from persist.cli import build_parser, config_from_args
+
+    def config(*flags):
+        return config_from_args(build_parser().parse_args(["train", "--out", "x", *flags]))
+
+    assert config("--budget", "120s").budget_s == 120.0 and config("--budget", "120s").epochs == 1_000_000
+    assert config("--budget", "2e6sample-steps").budget_sample_steps == 2_000_000
+    assert config("--budget", "10epochs").epochs == 10 and config("--budget", "10epochs").budget_s is None
+    assert config("--budget", "60s", "--epochs", "4").epochs == 4
+    for bad in ("10", "10x", "0s", "1.5epochs", "nans"):
+        assert _exit_code(["train", *SMALL, "--budget", bad, "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err
+        assert f"{bad!r} is not a budget: use training seconds (120s)" in err and err.count("\n") == 1
+    assert _exit_code(["train", *SMALL, "--budget", "3epochs", "--epochs", "3", "--out", str(tmp_path / "r")]) == 2
+    assert "say the same thing: give one" in capsys.readouterr().err

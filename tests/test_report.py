@@ -85,3 +85,17 @@ def test_report_bad_input_is_one_line(sweep_dir, tmp_path, capsys):
     empty.mkdir()
     assert main(["report", str(empty), "--out", str(tmp_path / "r")]) == 2
     assert "is not a persist run folder" in capsys.readouterr().err
+
+
+def test_a_sweep_budget_gives_every_k_the_same_work(tmp_path, monkeypatch_module, capsys):
+    from persist.records import read_records
+
+    out = tmp_path / "budgeted"
+    grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "1"]
+    args = ["sweep", "--preset", "cpu", "--out", str(out), *grid, "--budget", "640sample-steps", *TINY]
+    assert main(args) == 0
+    for run in ("preloaded-m64-K1-constant-s0", "preloaded-m64-K2-constant-s0", "preloaded-m64-K2-linear-s0"):
+        assert sum(r.sample_steps for r in read_records(out / run)) == 640, run
+    before = {p.name: (p / "epochs.jsonl").read_text() for p in out.iterdir()}
+    assert main(args) == 0  # a rerun: every budget is spent, nothing trains again
+    assert {p.name: (p / "epochs.jsonl").read_text() for p in out.iterdir()} == before

@@ -212,3 +212,38 @@ def test_resume_drops_the_interrupted_epochs_evaluations(tiny_data, tiny_config,
     assert [(e.epoch, e.fresh_samples_seen, e.test_loss) for e in cut] == [
         (e.epoch, e.fresh_samples_seen, e.test_loss) for e in full
     ]
+
+
+def test_a_sample_step_budget_gives_every_k_the_same_work(tiny_data, tiny_config, tmp_path):
+    """256 images, m=32: K=1 spends 256 sample-steps an epoch, K=5 spends 1,280. A budget of 800 stops both
+    after the load that reaches it, mid-epoch if need be."""
+    results = {}
+    for k in (1, 5):
+        config = replace(tiny_config, persistency=k, budget_sample_steps=800, epochs=1000)
+        records = train_run(config, tmp_path / f"K{k}", trainer=Trainer(config, tiny_data))
+        results[k] = [(r.loads, r.budget_met) for r in records]
+        assert sum(r.sample_steps for r in records) == 800
+        manifest = json.loads((tmp_path / f"K{k}" / "manifest.json").read_text())
+        assert manifest["status"] == "finished (budget spent)"
+    assert results[1] == [(8, False), (8, False), (8, False), (1, True)]
+    assert results[5] == [(5, True)]
+
+
+def test_a_time_budget_counts_training_seconds_only(tiny_data, tiny_config, tmp_path, fake_clock):
+    config = replace(tiny_config, delay_ms=40.0, budget_s=0.5, epochs=1000, eval_every=64)
+    trainer = Trainer(config, tiny_data, clock=HostClock(now=fake_clock.now), now=fake_clock.now)
+    trainer.pipeline.sleep = fake_clock.sleep
+    records = train_run(config, tmp_path / "run", trainer=trainer)
+    assert [r.loads for r in records] == [8, 5]  # 13 loads x 40 ms = 0.52 s: the load that passes 0.5 s is the last
+    assert sum(r.wall_s for r in records) == pytest.approx(0.52)
+
+
+def test_a_spent_budget_is_finished_and_a_larger_one_resumes(tiny_data, tiny_config, tmp_path):
+    out = tmp_path / "run"
+    small = replace(tiny_config, budget_sample_steps=320, epochs=1000)
+    train_run(small, out, trainer=Trainer(small, tiny_data))
+    again = train_run(small, out, resume=True, trainer=Trainer(small, tiny_data))
+    assert sum(r.sample_steps for r in again) == 320 and len(read_records(out)) == 2
+    larger = replace(small, budget_sample_steps=640)
+    records = train_run(larger, out, resume=True, trainer=Trainer(larger, tiny_data))
+    assert sum(r.sample_steps for r in records) == 640
