@@ -161,8 +161,14 @@ def with_profile(config: RunConfig, profile: str) -> RunConfig:
     return replace(config, **PROFILES[profile])
 
 
+# Fields added after runs were already on disk, with the value those runs used (not today's default): a manifest
+# that lacks one describes a run made before it existed.
+LEGACY_VALUES = {"normalization": "standardize"}
+
+
 def from_dict(values: dict) -> RunConfig:
     """Rebuild a RunConfig from a manifest, refusing unknown keys rather than dropping them."""
+    values = {**LEGACY_VALUES, **values}
     known = {f.name for f in fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

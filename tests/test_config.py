@@ -74,3 +74,10 @@ def test_differences_lists_changed_fields():
     a, b = RunConfig(batch_size=32), RunConfig(batch_size=64, epochs=9)
     assert a.differences(b) == ["batch_size", "epochs"]
     assert a.differences(b, ignore=("epochs",)) == ["batch_size"]
+
+
+def test_a_manifest_from_before_a_field_reads_as_the_run_was_made():
+    old = RunConfig().as_dict()
+    del old["normalization"]  # written before --normalization existed, when inputs were standardized
+    assert from_dict(old).normalization == "standardize"
+    assert from_dict(RunConfig().as_dict()).normalization == "unit"
