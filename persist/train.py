@@ -82,6 +82,11 @@ class Trainer:
                 f"batch_size={config.batch_size} is not allowed: the training set has {n} samples"
                 + (f", fewer than one global batch of {config.batch_size} x {world} ranks" if world > 1 else "")
             )
+        if config.budget_s is not None and self.dist.enabled:
+            raise ConfigError(
+                f"budget_s={config.budget_s} is not allowed under torchrun: each rank's clock would decide on its own "
+                "when to stop; use a sample-steps budget, which every rank counts alike"
+            )
         self.pipeline: Pipeline = make_pipeline(config, self.data, self.device, self.dist.rank, world)
         self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
         self.core = make_model(config.width, config.seed, self.device)  # the model itself, unwrapped

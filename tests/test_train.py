@@ -247,3 +247,11 @@ def test_a_spent_budget_is_finished_and_a_larger_one_resumes(tiny_data, tiny_con
     larger = replace(small, budget_sample_steps=640)
     records = train_run(larger, out, resume=True, trainer=Trainer(larger, tiny_data))
     assert sum(r.sample_steps for r in records) == 640
+
+
+def test_a_time_budget_is_refused_under_torchrun(tiny_data, tiny_config):
+    from persist.config import ConfigError
+    from persist.dist import DistContext
+
+    with pytest.raises(ConfigError, match=r"budget_s=60 is not allowed under torchrun: .* use a sample-steps budget"):
+        Trainer(replace(tiny_config, budget_s=60), tiny_data, dist=DistContext(rank=0, world_size=2))
