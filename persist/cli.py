@@ -97,6 +97,12 @@ def _add_train(commands) -> None:
         "--normalization", help="input scale: unit [0, 1] (default) | symmetric [-1, 1] | standardize (per channel)"
     )
     g.add_argument("--delay-ms", type=float, help="extra delay per load, simulating slow storage")
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        default=None,
+        help="CUDA: deterministic cuDNN and cuBLAS algorithms, so runs through different pipelines are identical",
+    )
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument(
         "--eval-every",

@@ -59,6 +59,7 @@ class RunConfig:
     eval_batch_size: int = 1000
     normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
     eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
+    deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS algorithms, so every pipeline's run is identical
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
     pin_memory: bool | None = None

@@ -95,6 +95,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "versions": versions(),
             "device": device_name(trainer.device),
             "clock": trainer.clock.name,
+            "determinism": trainer.determinism,
             "pipeline": trainer.pipeline.describe(),
             "model_parameters": parameter_count(trainer.model),
             "counts_per_epoch": trainer.counts,

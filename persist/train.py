@@ -9,6 +9,7 @@ the device, so nothing waits for the GPU inside the loop.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -54,6 +55,29 @@ def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:
     return device
 
 
+def set_determinism(device: torch.device, deterministic: bool) -> dict:
+    """What --deterministic asks of the device, done once per process before the first kernel; returns what was set.
+
+    On CUDA: deterministic cuDNN algorithms (no autotuning), torch's deterministic-algorithms mode, and cuBLAS's
+    fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when its first handle is made). On a CPU the kernels persist uses
+    are deterministic already, so nothing is set."""
+    if device.type != "cuda":
+        return {"requested": deterministic, "applied": False, "why": "cpu kernels are deterministic already"}
+    if not deterministic:
+        return {"requested": False, "applied": False, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
+    return {
+        "requested": True,
+        "applied": True,
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    }
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
@@ -74,6 +98,7 @@ class Trainer:
         self.config = config
         self.dist = dist or DistContext()
         self.device = resolve_device(config.device, self.dist)
+        self.determinism = set_determinism(self.device, config.deterministic)  # before any kernel runs
         # the run's normalization applies whatever data were handed in: every pipeline reads data.mean/std
         self.data = (data if data is not None else load_dataset(config)).normalized(config.normalization)
         n, world = len(self.data.train_y), self.dist.world_size

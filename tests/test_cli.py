@@ -132,3 +132,15 @@ def test_budget_flag_units_and_bad_values(tmp_path, capsys):
         assert f"{bad!r} is not a budget: use training seconds (120s)" in err and err.count("\n") == 1
     assert _exit_code(["train", *SMALL, "--budget", "3epochs", "--epochs", "3", "--out", str(tmp_path / "r")]) == 2
     assert "say the same thing: give one" in capsys.readouterr().err
+
+
+def test_the_manifest_records_what_deterministic_did(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--deterministic", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["deterministic"] is True
+    assert manifest["determinism"] == {
+        "requested": True,
+        "applied": False,
+        "why": "cpu kernels are deterministic already",
+    }

@@ -45,3 +45,16 @@ def test_a_training_epoch_on_the_gpu_uses_cuda_events_and_nvml(tiny_data, tiny_c
     assert record.compute_s > 0 and record.wall_s >= record.compute_s
     assert record.nvml["available"] or "NVML" in record.nvml["reason"]
     trainer.close()
+
+
+def test_deterministic_runs_are_identical_whichever_pipeline_feeds_them(tiny_data, tiny_config):
+    """--deterministic: cuDNN and cuBLAS pick deterministic algorithms, so bit-identical batches give bit-identical
+    trajectories on the GPU too."""
+    losses = {}
+    for pipeline in ("preloaded", "torchvision"):
+        config = replace(tiny_config, device="cuda", pipeline=pipeline, deterministic=True, persistency=2)
+        trainer = Trainer(config, tiny_data)
+        assert trainer.determinism["applied"] and torch.backends.cudnn.deterministic
+        losses[pipeline] = [trainer.train_epoch(e)["train_loss"] for e in (1, 2)]
+        trainer.close()
+    assert losses["preloaded"] == losses["torchvision"]
