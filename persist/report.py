@@ -12,7 +12,7 @@ import pandas
 from rich.console import Console
 from rich.table import Table
 
-from persist.analysis import decomposition
+from persist.analysis import TARGET_FRACTION, decomposition
 from persist.figures import adaptive_figures, paper_figures
 from persist.records import load_evals, load_runs, read_manifest
 
@@ -59,26 +59,35 @@ TERMINAL_COLUMNS = [
 ]
 
 
-def cell_text(row, column: str, fmt: str, scale: float = 1.0) -> str:
+TO_TARGET = {"steps_to_target", "epochs_to_target", "fresh_samples_to_target", "seconds_to_target", "speedup"}
+
+
+def cell_text(row, column: str, fmt: str, scale: float = 1.0, per_seed: bool = False) -> str:
+    """mean ± 95% half-width; with `per_seed`, then n and every seed's value. A figure to a target that no seed
+    reached reads "not reached", never a number."""
     value = row[column]
     if isinstance(value, float) and math.isnan(value):
-        return "-"
+        return "not reached" if column in TO_TARGET or column == "convergence_factor" else "-"
     text = fmt.format(value * scale) if isinstance(value, float) else fmt.format(value)
     ci = row.get(column + "_ci")
     if ci is not None and not math.isnan(ci) and ci > 0:
         text += " ± " + fmt.format(ci * scale).strip()
+    values = row.get(column + "_values")
+    if per_seed and isinstance(values, list) and len(values) > 1:
+        shown = ", ".join("not reached" if math.isnan(v) else fmt.format(v * scale).strip() for v in values)
+        text += f" (n={len(values)}: {shown})"
     return text
 
 
-def rows_as_text(table: pandas.DataFrame, columns=TABLE_COLUMNS) -> list[list[str]]:
-    return [[cell_text(row, spec[0], *spec[2:]) for spec in columns] for _, row in table.iterrows()]
+def rows_as_text(table: pandas.DataFrame, columns=TABLE_COLUMNS, per_seed: bool = False) -> list[list[str]]:
+    return [[cell_text(row, spec[0], *spec[2:], per_seed=per_seed) for spec in columns] for _, row in table.iterrows()]
 
 
-def targets_text(targets: dict[int, float]) -> str:
-    return ", ".join(f"m={m}: {acc:.4f}" for m, acc in sorted(targets.items()))
+def targets_text(targets: dict[tuple[str, int], float]) -> str:
+    return ", ".join(f"{pipeline} m={m}: {acc:.4f}" for (pipeline, m), acc in sorted(targets.items()))
 
 
-def rich_table(table: pandas.DataFrame, targets: dict[int, float]) -> Table:
+def rich_table(table: pandas.DataFrame, targets: dict[tuple[str, int], float]) -> Table:
     out = Table(
         *[spec[1] for spec in TERMINAL_COLUMNS],
         title=f"Decomposition to test accuracy ({targets_text(targets)}) "
@@ -92,7 +101,7 @@ def rich_table(table: pandas.DataFrame, targets: dict[int, float]) -> Table:
 def markdown_table(table: pandas.DataFrame) -> str:
     header = [spec[1] for spec in TABLE_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows_as_text(table)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows_as_text(table, per_seed=True)]
     return "\n".join(lines)
 
 
@@ -102,11 +111,11 @@ CHANCE_MARGIN = 2.0  # a target under twice the chance accuracy (1/classes) says
 def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
     """One plain sentence per (pipeline, m): did persistency pay off, and through loading or convergence?"""
     sentences = []
-    for m, target in table.groupby("batch_size")["target"].first().items():
+    for (pipeline, m), target in table.groupby(["pipeline", "batch_size"])["target"].first().items():
         if target < CHANCE_MARGIN / classes:
             sentences.append(
-                f"- m={m}: the target {target:.3f} is barely above chance ({1 / classes:.2f}): some run "
-                "with this m hardly learned, so its convergence factors say little."
+                f"- {pipeline}, m={m}: the target {target:.3f} is not clearly above chance ({1 / classes:.2f}): "
+                "the reference hardly learned, so its convergence factors say little."
             )
     for (pipeline, m), cell in table[table["persistency"] > 1].groupby(["pipeline", "batch_size"]):
         best = cell.loc[cell["speedup"].idxmax()] if cell["speedup"].notna().any() else None
@@ -188,7 +197,12 @@ def _markdown(
         f"m {_values(epochs, 'batch_size')}, K {_values(epochs, 'persistency')}, "
         f"schedules {_values(epochs, 'lr_schedule')}, seeds {_values(epochs, 'seed')}",
         f"- target test accuracy: {targets_text(targets)}"
-        + ("" if target_given else " (default, per m: the best accuracy that every run with that m reached)"),
+        + (
+            ""
+            if target_given
+            else f" (default, per pipeline and m: {TARGET_FRACTION:.0%} of the best test accuracy of its K=1 "
+            "reference, the mean over its seeds)"
+        ),
         "- time to target: "
         + (
             "interpolated linearly between the evaluations (evals.jsonl) just below and at or above the target"

@@ -58,7 +58,7 @@ PRESETS = {
         (32, 128),
         (1, 2, 5),
         ("constant", "linear"),
-        (0, 1),
+        (0, 1, 2),
     ),
     # the paper's grid (Section 2): full data and model, 100 epochs, m in {32, 256, 512}
     "paper": SweepGrid(
@@ -67,7 +67,7 @@ PRESETS = {
         (32, 256, 512),
         (1, 2, 5),
         ("constant", "linear"),
-        (0,),
+        (0, 1, 2),
     ),
 }
 

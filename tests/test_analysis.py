@@ -46,7 +46,7 @@ def test_factors_split_the_speedup():
     )
     table, targets = decomposition(epochs, target=0.5)
     k5 = table[table["persistency"] == 5].iloc[0]
-    assert targets == {256: 0.5} and k5["target"] == 0.5
+    assert targets == {("torchvision", 256): 0.5} and k5["target"] == 0.5
     assert k5["time_per_step_s"] == pytest.approx(0.05) and k5["compute_per_step_s"] == pytest.approx(0.04)
     assert k5["overhead_per_load_s"] == pytest.approx(0.05)  # (2.5 - 2.0) s over 10 loads
     assert k5["loading_factor"] == pytest.approx(2.0) and k5["convergence_factor"] == pytest.approx(40 / 50)
@@ -54,15 +54,33 @@ def test_factors_split_the_speedup():
     assert k5["steps_to_target"] == 50 and k5["epochs_to_target"] == 1 and k5["fresh_samples_to_target"] == 2560
 
 
-def test_default_target_per_m_is_reachable_by_every_run_with_that_m():
+def test_default_target_is_95_percent_of_the_k1_reference_per_pipeline_and_m():
     epochs = _frame(
-        _epochs("preloaded", 32, 1, 0, [0.3, 0.45], 1, 1),
-        _epochs("preloaded", 32, 2, 0, [0.4, 0.6], 2, 2),
-        _epochs("preloaded", 64, 1, 0, [0.2], 1, 1),
-        _epochs("preloaded", 64, 2, 0, [0.25], 1, 1),
+        _epochs("preloaded", 32, 1, 0, [0.3, 0.5], 1, 1),
+        _epochs("preloaded", 32, 1, 1, [0.4, 0.7], 1, 1),  # K=1 reference: mean of best = 0.6
+        _epochs("preloaded", 32, 2, 0, [0.6, 0.65], 2, 2),
+        _epochs("torchvision", 32, 1, 0, [0.2, 0.4], 1, 1),
+        _epochs("torchvision", 32, 2, 0, [0.3, 0.35], 1, 1),
+        _epochs("preloaded", 64, 2, 0, [0.25], 1, 1),  # no K=1 run: the best every run reached
     )
     table, targets = decomposition(epochs)
-    assert targets == {32: 0.45, 64: 0.2} and table["steps_to_target"].notna().all()
+    assert targets == pytest.approx({("preloaded", 32): 0.57, ("torchvision", 32): 0.38, ("preloaded", 64): 0.25})
+    tv = table[(table["pipeline"] == "torchvision") & (table["persistency"] == 2)].iloc[0]
+    assert math.isnan(tv["steps_to_target"]) and tv["reached"] == 0  # K=2 never got to 0.38
+
+
+def test_the_table_gives_n_and_every_seed_and_says_not_reached():
+    from persist.report import cell_text, markdown_table
+
+    runs = [_epochs("preloaded", 32, 1, s, [0.2, 0.5], 1.0, 1.0) for s in (0, 1, 2)]
+    runs += [_epochs("preloaded", 32, 2, s, [acc, 0.6], 2.0, 2.0) for s, acc in ((0, 0.5), (1, 0.1), (2, 0.5))]
+    runs += [_epochs("preloaded", 32, 5, s, [0.1, 0.2], 5.0, 5.0) for s in (0, 1, 2)]
+    table, _ = decomposition(_frame(*runs), target=0.5)
+    k2, k5 = (table[table["persistency"] == k].iloc[0] for k in (2, 5))
+    assert k2["convergence_factor_values"] == pytest.approx([1.0, 0.5, 1.0])  # K=1: 20 steps; K=2: 20, 40, 20
+    assert "(n=3: 1.00, 0.50, 1.00)" in cell_text(k2, "convergence_factor", "{:.2f}", per_seed=True)
+    assert cell_text(k5, "steps_to_target", "{:.0f}") == "not reached"
+    assert "not reached" in markdown_table(table)
 
 
 def test_preloaded_loading_factor_far_from_one_is_flagged():
@@ -84,7 +102,7 @@ def test_partial_runs_are_reported_as_partial():
     epochs = _frame(
         _epochs("preloaded", 32, 1, 0, [0.5, 0.6], 1, 1, epochs=10), _epochs("preloaded", 32, 2, 0, [0.6], 2, 2)
     )
-    runs = per_run(epochs, {32: 0.5})
+    runs = per_run(epochs, {("preloaded", 32): 0.5})
     assert runs.set_index("persistency").loc[1, "partial"]
     table, _ = decomposition(epochs, target=0.5)
     assert "partial run" in table[table["persistency"] == 1].iloc[0]["note"]
@@ -108,5 +126,5 @@ def test_diverged_runs_are_noted_and_do_not_set_the_default_target():
     ]
     frame = _frame([{**row, "status": "finished"} for row in healthy], diverged)
     table, targets = decomposition(frame)
-    assert targets == {32: 0.6}
+    assert targets == pytest.approx({("preloaded", 32): 0.57})  # 95% of the healthy K=1 run's 0.6
     assert "1 seed(s) diverged" in table[table["persistency"] == 5].iloc[0]["note"]

@@ -71,7 +71,7 @@ def test_report_writes_figures_tables_and_markdown(sweep_dir, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Did persistency pay off?" in report and "- preloaded, m=64: " in report  # one verdict per pipeline, m
     assert "interpolated linearly between the evaluations" in report  # the runs wrote evals.jsonl
-    assert "default, per m: the best accuracy that every run with that m reached" in report
+    assert "default, per pipeline and m: 95% of the best test accuracy of its K=1 reference" in report
     assert "Decomposition to test accuracy" in capsys.readouterr().out
     header = (out / "decomposition.md").read_text().splitlines()[0]
     assert "loading x" in header and "convergence x" in header and "speedup x" in header
