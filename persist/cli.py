@@ -291,10 +291,15 @@ def _stability(args: argparse.Namespace) -> int:
     cells = [
         (m, k, schedule)
         for m, k, schedule in PAPER_CELLS
-        if (not args.batch_sizes or m in args.batch_sizes) and (not args.persistencies or k in args.persistencies)
+        if (not args.batch_sizes or m in args.batch_sizes)
+        and (not args.persistencies or k in args.persistencies)
+        and (not args.schedules or schedule in args.schedules)
     ]
     if not cells:
-        raise PersistError("no paper cell has these --batch-sizes and --persistencies: m is 32, 256, 512; K is 1, 2, 5")
+        raise PersistError(
+            "no paper cell has these --batch-sizes, --persistencies and --schedules: m is 32, 256, 512; K is 1, 2, 5; "
+            "schedules are constant and linear (k*mu, at m = 256 and 512)"
+        )
     base = RunConfig(
         dataset=args.dataset,
         data_root=args.data_root,
@@ -382,6 +387,7 @@ def build_parser() -> Parser:
     b.add_argument("--normalizations", type=_words, help="comma-separated: unit,symmetric,standardize")
     b.add_argument("--batch-sizes", type=_ints, help="a subset of the paper's m: 32,256,512")
     b.add_argument("--persistencies", type=_ints, help="a subset of the paper's K: 1,2,5")
+    b.add_argument("--schedules", type=_words, help="a subset of the paper's lr schedules: constant,linear")
     b.add_argument("--dataset", default="synthetic")
     b.add_argument("--data-root")
     b.add_argument("--train-size", type=int, default=4096, help="training images (default 4096)")

@@ -55,6 +55,7 @@ def test_cli_bad_values_are_one_line(tmp_path, capsys):
         (["--steps", "5"], "steps=5 is not allowed: use 10 or more"),
         (["--normalizations", "zscore"], "normalization='zscore' is not allowed"),
         (["--batch-sizes", "64"], "no paper cell has these --batch-sizes"),
+        (["--batch-sizes", "32", "--schedules", "linear"], "no paper cell has these --batch-sizes, --persistencies"),
     ]:
         assert main(["stability", *SMALL, *flags, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err
