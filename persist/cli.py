@@ -318,7 +318,7 @@ def _stability(args: argparse.Namespace) -> int:
         state = "stable" if r["finite"] and r["falling"] else ("NaN" if not r["finite"] else "loss did not fall")
         console.print(
             f"{r['normalization']:>11} m={r['batch_size']:<3} K={r['persistency']} {r['lr_schedule']:<8} "
-            f"steps {r['steps_done']:>3}  loss {r['loss_first10']:.3f} -> {r['loss_last10']:.3f}  {state}  "
+            f"steps {r['steps_done']:>3}  loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}  {state}  "
             f"({r['s_per_step']:.2f} s/step)",
             highlight=False,
         )
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         if speaks:
-            print(f"persist {args.command}: interrupted; finished epochs are on disk", file=sys.stderr)
+            print(f"persist {args.command}: interrupted; what had finished is on disk", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -4,8 +4,9 @@ Before a long GPU sweep it is worth knowing whether the hyperparameters hold at 
 summed gradient makes the step grow with m, and K reuses of one batch (k*mu up to K*mu) push further. This trains each
 cell (m, K, schedule, normalization) on the configured data and model for at least `steps` steps, and at least
 `sample_steps` steps x m, and records every step's training loss. A cell is stable when every loss is finite and the
-loss fell: the mean of the last 10 steps is below the mean of the first 10. Rows are appended to `stability.jsonl` as
-cells finish, so a rerun skips finished cells.
+loss fell: the mean over the last 10% of the steps is below the mean over the first 10% (at least 10 steps, in whole
+loads of K steps, so each window weighs every use of its batches alike). Rows are appended to `stability.jsonl` as
+cells finish, so a rerun skips finished cells; every row keeps its losses, and is judged again from them on reading.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from persist.data import ImageData, load_dataset
 from persist.optim import set_lr
 from persist.train import Trainer
 
-WINDOW = 10  # steps averaged at each end to decide whether the loss fell
+MIN_WINDOW = 10  # steps averaged at each end to decide whether the loss fell, at the least
 ROWS = "stability.jsonl"
 
 # the paper's cells (Section 2: m x K with constant lr; Section 3: k*mu at m = 256 and 512)
@@ -57,10 +58,31 @@ def probe(trainer: Trainer, steps: int) -> dict:
     raise AssertionError("unreachable")
 
 
-def summarize(config: RunConfig, losses: list[float], seconds: float, steps: int) -> dict:
+def window(steps: int, persistency: int) -> int:
+    """10% of the steps, at least MIN_WINDOW, rounded up to whole loads of K steps."""
+    size = max(MIN_WINDOW, steps // 10)
+    return math.ceil(size / persistency) * persistency
+
+
+def judge(losses: list[float], persistency: int, steps_planned: int) -> dict:
+    """Finite? Did the loss fall (mean of the last window below the first)? From the per-step losses alone."""
     finite = all(math.isfinite(v) for v in losses)
-    first = statistics.fmean(losses[:WINDOW])
-    last = statistics.fmean(losses[-WINDOW:])
+    size = window(steps_planned, persistency)
+    first = statistics.fmean(losses[:size])
+    last = statistics.fmean(losses[-size:])
+    good = [v for v in losses if math.isfinite(v)]
+    return {
+        "finite": finite,
+        "diverged_step": None if finite else len(losses),
+        "window_steps": size,
+        "loss_first": first,
+        "loss_last": last,
+        "loss_min": min(good) if good else math.nan,
+        "falling": finite and last < first,
+    }
+
+
+def summarize(config: RunConfig, losses: list[float], seconds: float, steps: int) -> dict:
     return {
         "normalization": config.normalization,
         "batch_size": config.batch_size,
@@ -68,12 +90,7 @@ def summarize(config: RunConfig, losses: list[float], seconds: float, steps: int
         "lr_schedule": config.lr_schedule,
         "steps_planned": steps,
         "steps_done": len(losses),
-        "finite": finite,
-        "diverged_step": None if finite else len(losses),
-        "loss_first10": first,
-        "loss_last10": last,
-        "loss_min": min(v for v in losses if math.isfinite(v)) if any(map(math.isfinite, losses)) else math.nan,
-        "falling": finite and last < first,
+        **judge(losses, config.persistency, steps),
         "s_per_step": seconds / len(losses),
         "losses": losses,
         "config": config.as_dict(),
@@ -88,7 +105,12 @@ def read_rows(out: Path) -> list[dict]:
     path = out / ROWS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:  # one rule for every row, whichever version wrote it
+        for stale in ("loss_first10", "loss_last10"):
+            row.pop(stale, None)
+        row.update(judge(row["losses"], row["persistency"], row["steps_planned"]))
+    return rows
 
 
 def run_stability(
@@ -125,8 +147,8 @@ def run_stability(
 
 def markdown(rows: list[dict]) -> str:
     header = (
-        "| normalization | m | K | lr | steps | finite | loss, first 10 | loss, last 10 | min | falling | s/step |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "| normalization | m | K | lr | steps | finite | window | loss, first window | loss, last window | min "
+        "| falling | s/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
     for r in sorted(rows, key=lambda r: (r["normalization"], r["lr_schedule"], r["batch_size"], r["persistency"])):
@@ -134,7 +156,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['normalization']} | {r['batch_size']} | {r['persistency']} | "
             f"{'k*mu' if r['lr_schedule'] == 'linear' else 'mu'} | {r['steps_done']} | {finite} | "
-            f"{r['loss_first10']:.3f} | {r['loss_last10']:.3f} | {r['loss_min']:.3f} | "
+            f"{r['window_steps']} | {r['loss_first']:.3f} | {r['loss_last']:.3f} | {r['loss_min']:.3f} | "
             f"{'yes' if r['falling'] else 'no'} | {r['s_per_step']:.2f} |"
         )
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ def test_probe_counts_steps_across_loads_and_epochs(tiny_data, tiny_config):
     config = replace(tiny_config, batch_size=64, persistency=3)  # 4 loads x 3 steps = 12 steps per epoch
     row = probe(Trainer(config, tiny_data), steps=20)
     assert row["steps_done"] == 20 and len(row["losses"]) == 20 and row["finite"]
-    assert row["loss_first10"] == sum(row["losses"][:10]) / 10
+    assert row["window_steps"] == 12 and row["loss_first"] == sum(row["losses"][:12]) / 12  # 10 -> whole loads of 3
 
 
 def test_a_diverging_cell_stops_at_its_first_non_finite_loss(tiny_data, tiny_config):
@@ -29,10 +29,16 @@ def test_a_diverging_cell_stops_at_its_first_non_finite_loss(tiny_data, tiny_con
     assert "NaN at step" in markdown([row])
 
 
-def test_a_falling_loss_is_the_last_ten_below_the_first_ten():
+def test_a_falling_loss_compares_the_first_and_last_tenth_in_whole_loads():
+    from persist.stability import window
+
     config = RunConfig()
     assert summarize(config, [2.3] * 10 + [1.0] * 10, 1.0, 20)["falling"]
     assert not summarize(config, [2.3] * 20, 1.0, 20)["falling"]
+    assert [window(100, 1), window(100, 5), window(1000, 5), window(125, 2)] == [10, 10, 100, 12]
+    # K=5 over 1000 steps: a batch's 5 uses fall, the next batch starts high again; 10 steps would be 2 batches
+    sawtooth = [2.3 - 0.05 * (i % 5) - 0.0001 * i for i in range(1000)]
+    assert summarize(RunConfig(persistency=5), sawtooth, 1.0, 1000)["falling"]
 
 
 def test_cli_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, capsys):
