@@ -16,8 +16,9 @@ import torch
 
 from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
+from persist.device import device_name, resolve_device
 from persist.run import machine_info as persist_machine_info
-from persist.train import Trainer, device_name, resolve_device
+from persist.train import Trainer
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
 PERSISTENCIES = (1, 2, 5)

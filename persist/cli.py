@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
 
-from persist.config import PROFILES, PersistError, RunConfig
+from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields, parse_budget
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -34,25 +33,11 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from error
 
 
-BUDGET_UNITS = {"s": "budget_s", "sample-steps": "budget_sample_steps", "epochs": "epochs"}
-
-
 def _budget(text: str) -> dict:
-    """'120s' | '2e6sample-steps' | '10epochs' -> the RunConfig fields that say it (a time or sample budget lifts
-    the epoch cap unless --epochs sets one)."""
-    for unit, name in sorted(BUDGET_UNITS.items(), key=lambda item: -len(item[0])):
-        if text.endswith(unit):
-            try:
-                value = float(text[: -len(unit)])
-            except ValueError:
-                break
-            if not (value > 0 and math.isfinite(value)) or (name != "budget_s" and value != int(value)):
-                break
-            return {name: value if name == "budget_s" else int(value)}
-    raise argparse.ArgumentTypeError(
-        f"{text!r} is not a budget: use training seconds (120s), sample-steps, i.e. steps x m (2e6sample-steps), "
-        "or epochs (10epochs)"
-    )
+    try:
+        return parse_budget(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def _words(text: str) -> list[str]:
@@ -130,16 +115,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
-    budget = getattr(args, "budget", None) or {}
-    if "epochs" in budget and args.epochs is not None:
-        raise PersistError(f"--budget {budget['epochs']}epochs and --epochs {args.epochs} say the same thing: give one")
-    values.update(budget)
-    if budget.keys() & {"budget_s", "budget_sample_steps"} and args.epochs is None:
-        values["epochs"] = UNCAPPED_EPOCHS
+    values.update(budget_fields(args.budget, args.epochs))
     return RunConfig(**values)
-
-
-UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -177,9 +154,8 @@ def _compare(args: argparse.Namespace) -> int:
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
-    from persist.compare import compare_files
+    from persist.compare import compare_files, render_comparisons
 
     results = compare_files(args.baseline, args.candidate, threshold=args.threshold / 100, force=args.force)
     regressions = [r for r in results if r.verdict == "regression"]
@@ -195,29 +171,7 @@ def _compare(args: argparse.Namespace) -> int:
             )
         )
     else:
-        table = Table(
-            "benchmark",
-            "baseline s",
-            "candidate s",
-            "ratio",
-            "test",
-            "p",
-            "verdict",
-            title=f"persist compare (threshold {args.threshold:g}%, medians of per-round epoch times)",
-        )
-        for r in results:
-            style = {"regression": "bold red", "improvement": "green"}.get(r.verdict)
-            table.add_row(
-                r.name.split("::")[-1],  # the test id; --json keeps the full name
-                f"{r.baseline_median_s:.4f}",
-                f"{r.candidate_median_s:.4f}",
-                f"{r.ratio:.3f}",
-                r.test,
-                "-" if r.p_value is None else f"{r.p_value:.3g}",
-                r.verdict,
-                style=style,
-            )
-        Console().print(table)
+        Console().print(render_comparisons(results, args.threshold))
         print(f"{len(regressions)} regression(s) in {len(results)} benchmark(s)")
     return 1 if regressions else 0
 
@@ -240,7 +194,7 @@ def _sweep(args: argparse.Namespace) -> int:
         persistencies=args.persistencies,
         schedules=args.schedules,
         seeds=range(args.seeds) if args.seeds else None,
-        **{"epochs": args.epochs, **_sweep_budget(args)},
+        **{"epochs": args.epochs, **budget_fields(args.budget, args.epochs)},
     )
     names = [run_name(config) for config in grid.configs()]
 
@@ -253,15 +207,6 @@ def _sweep(args: argparse.Namespace) -> int:
     run_sweep(grid, args.out, on_run=on_run, on_epoch=None if args.quiet else on_epoch)
     console.print(f"{len(names)} runs in {args.out}; next: persist report {args.out}/* --out {args.out}/report")
     return 0
-
-
-def _sweep_budget(args: argparse.Namespace) -> dict:
-    budget = dict(args.budget or {})
-    if "epochs" in budget and args.epochs is not None:
-        raise PersistError(f"--budget {budget['epochs']}epochs and --epochs {args.epochs} say the same thing: give one")
-    if budget.keys() & {"budget_s", "budget_sample_steps"} and args.epochs is None:
-        budget["epochs"] = UNCAPPED_EPOCHS
-    return budget
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -283,23 +228,12 @@ def _report(args: argparse.Namespace) -> int:
 def _stability(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from persist.stability import PAPER_CELLS, markdown, run_stability
+    from persist.stability import cell_line, markdown, paper_cells, run_stability
 
     console = Console()
     if args.steps < 10:
         raise PersistError(f"steps={args.steps} is not allowed: use 10 or more (the loss is compared over 10 steps)")
-    cells = [
-        (m, k, schedule)
-        for m, k, schedule in PAPER_CELLS
-        if (not args.batch_sizes or m in args.batch_sizes)
-        and (not args.persistencies or k in args.persistencies)
-        and (not args.schedules or schedule in args.schedules)
-    ]
-    if not cells:
-        raise PersistError(
-            "no paper cell has these --batch-sizes, --persistencies and --schedules: m is 32, 256, 512; K is 1, 2, 5; "
-            "schedules are constant and linear (k*mu, at m = 256 and 512)"
-        )
+    cells = paper_cells(args.batch_sizes, args.persistencies, args.schedules)
     base = RunConfig(
         dataset=args.dataset,
         data_root=args.data_root,
@@ -314,14 +248,8 @@ def _stability(args: argparse.Namespace) -> int:
     for n in normalizations:
         RunConfig(normalization=n)  # one line naming a bad value, before any training
 
-    def on_cell(r: dict) -> None:
-        state = "stable" if r["finite"] and r["falling"] else ("NaN" if not r["finite"] else "loss did not fall")
-        console.print(
-            f"{r['normalization']:>11} m={r['batch_size']:<3} K={r['persistency']} {r['lr_schedule']:<8} "
-            f"steps {r['steps_done']:>3}  loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}  {state}  "
-            f"({r['s_per_step']:.2f} s/step)",
-            highlight=False,
-        )
+    def on_cell(row: dict) -> None:
+        console.print(cell_line(row), highlight=False)
 
     if args.sample_steps < 0:
         raise PersistError(f"sample_steps={args.sample_steps} is not allowed: use 0 or more")

@@ -141,3 +141,32 @@ def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force:
         )
         for b in common
     ]
+
+
+def render_comparisons(results: list[Comparison], threshold_pct: float):
+    """The gate's verdicts as a rich table (computed by compare_files, rendered here)."""
+    from rich.table import Table
+
+    table = Table(
+        "benchmark",
+        "baseline s",
+        "candidate s",
+        "ratio",
+        "test",
+        "p",
+        "verdict",
+        title=f"persist compare (threshold {threshold_pct:g}%, medians of per-round epoch times)",
+    )
+    for r in results:
+        style = {"regression": "bold red", "improvement": "green"}.get(r.verdict)
+        table.add_row(
+            r.name.split("::")[-1],  # the test id; --json keeps the full name
+            f"{r.baseline_median_s:.4f}",
+            f"{r.candidate_median_s:.4f}",
+            f"{r.ratio:.3f}",
+            r.test,
+            "-" if r.p_value is None else f"{r.p_value:.3g}",
+            r.verdict,
+            style=style,
+        )
+    return table

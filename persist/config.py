@@ -126,6 +126,39 @@ class RunConfig:
         ]
 
 
+BUDGET_UNITS = {"s": "budget_s", "sample-steps": "budget_sample_steps", "epochs": "epochs"}
+
+
+def parse_budget(text: str) -> dict:
+    """'120s' | '2e6sample-steps' | '10epochs' -> the RunConfig field that says it, with its value."""
+    for unit, name in sorted(BUDGET_UNITS.items(), key=lambda item: -len(item[0])):
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if not (value > 0 and math.isfinite(value)) or (name != "budget_s" and value != int(value)):
+                break
+            return {name: value if name == "budget_s" else int(value)}
+    raise ConfigError(
+        f"{text!r} is not a budget: use training seconds (120s), sample-steps, i.e. steps x m (2e6sample-steps), "
+        "or epochs (10epochs)"
+    )
+
+
+UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count
+
+
+def budget_fields(budget: dict | None, epochs: int | None) -> dict:
+    """A parsed --budget beside an explicit --epochs (None: not given), as RunConfig fields."""
+    budget = dict(budget or {})
+    if "epochs" in budget and epochs is not None:
+        raise ConfigError(f"--budget {budget['epochs']}epochs and --epochs {epochs} say the same thing: give one")
+    if budget.keys() & {"budget_s", "budget_sample_steps"} and epochs is None:
+        budget["epochs"] = UNCAPPED_EPOCHS
+    return budget
+
+
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed: choose one of {', '.join(allowed)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
+from persist.device import device_name
 from persist.dist import DistContext
 from persist.model import parameter_count
 from persist.records import (
@@ -30,7 +31,7 @@ from persist.records import (
     read_manifest,
     write_json_atomic,
 )
-from persist.train import DivergedError, Trainer, device_name
+from persist.train import DivergedError, Trainer
 
 
 def versions() -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from persist.config import RunConfig
+from persist.config import PersistError, RunConfig
 from persist.data import ImageData, load_dataset
 from persist.optim import set_lr
 from persist.train import Trainer
@@ -34,6 +34,32 @@ ROWS = "stability.jsonl"
 PAPER_CELLS = [(m, k, "constant") for m in (32, 256, 512) for k in (1, 2, 5)] + [
     (m, k, "linear") for m in (256, 512) for k in (2, 5)
 ]
+
+
+def paper_cells(batch_sizes=None, persistencies=None, schedules=None) -> list[tuple[int, int, str]]:
+    """The paper's cells, narrowed to the given m, K and schedules (None or empty: all)."""
+    cells = [
+        (m, k, schedule)
+        for m, k, schedule in PAPER_CELLS
+        if (not batch_sizes or m in batch_sizes)
+        and (not persistencies or k in persistencies)
+        and (not schedules or schedule in schedules)
+    ]
+    if not cells:
+        raise PersistError(
+            "no paper cell has these --batch-sizes, --persistencies and --schedules: m is 32, 256, 512; K is 1, 2, 5; "
+            "schedules are constant and linear (k*mu, at m = 256 and 512)"
+        )
+    return cells
+
+
+def cell_line(r: dict) -> str:
+    state = "stable" if r["finite"] and r["falling"] else ("NaN" if not r["finite"] else "loss did not fall")
+    return (
+        f"{r['normalization']:>11} m={r['batch_size']:<3} K={r['persistency']} {r['lr_schedule']:<8} "
+        f"steps {r['steps_done']:>4}  loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}  {state}  "
+        f"({r['s_per_step']:.2f} s/step)"
+    )
 
 
 def steps_for(m: int, steps: int, sample_steps: int) -> int:

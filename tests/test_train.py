@@ -131,7 +131,7 @@ def test_batch_larger_than_training_set_is_refused(tiny_data, tiny_config):
 
 def test_missing_cuda_device_is_refused():
     from persist.config import ConfigError
-    from persist.train import resolve_device
+    from persist.device import resolve_device
 
     with pytest.raises(ConfigError, match=r"device='cuda:7' does not exist: this machine has \d+ CUDA device"):
         resolve_device("cuda:7")

@@ -1,0 +1,56 @@
+"""The device, decided once per run: which one, what it is called, and whether its kernels must be deterministic."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from persist.config import ConfigError
+from persist.dist import DistContext
+
+
+def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:
+    if dist is not None and dist.enabled and spec in ("auto", "cuda") and dist.backend == "nccl":
+        return torch.device("cuda", dist.local_rank)  # torchrun: one GPU per local rank
+    if dist is not None and dist.enabled and spec.startswith("cuda:"):
+        raise ConfigError(f"device={spec!r} would put every rank on one GPU: use --device cuda with torchrun")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = device.index or 0
+        if index >= count:
+            raise ConfigError(
+                f"device={spec!r} does not exist: this machine has {count} CUDA device(s); use cpu or auto"
+            )
+        return torch.device("cuda", index)
+    return device
+
+
+def set_determinism(device: torch.device, deterministic: bool) -> dict:
+    """What --deterministic asks of the device, done once per process before the first kernel; returns what was set.
+
+    On CUDA: deterministic cuDNN algorithms (no autotuning), torch's deterministic-algorithms mode, and cuBLAS's
+    fixed workspace (CUBLAS_WORKSPACE_CONFIG, read when its first handle is made). On a CPU the kernels persist uses
+    are deterministic already, so nothing is set."""
+    if device.type != "cuda":
+        return {"requested": deterministic, "applied": False, "why": "cpu kernels are deterministic already"}
+    if not deterministic:
+        return {"requested": False, "applied": False, "cudnn_benchmark": torch.backends.cudnn.benchmark}
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
+    return {
+        "requested": True,
+        "applied": True,
+        "cudnn_deterministic": True,
+        "cudnn_benchmark": False,
+        "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    }
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
