@@ -144,7 +144,7 @@ class Trainer:
                     break
                 fresh = self.seen["fresh_samples"] + loads * global_m
                 if on_eval is not None and fresh >= self.next_eval and loads < len(self.pipeline):
-                    paused_s += self._evaluate_inside(epoch, loads, self.now() - start - paused_s, on_eval)
+                    paused_s += self._evaluate_inside(epoch, loads, start + paused_s, on_eval)
             self.sync()  # deliberate sync: the epoch ends when the device is done
             wall_s = self.now() - start - paused_s
         finally:
@@ -182,11 +182,13 @@ class Trainer:
             return self.seen["train_s"] + train_s >= config.budget_s
         return False
 
-    def _evaluate_inside(self, epoch: int, loads: int, epoch_train_s: float, on_eval) -> float:
+    def _evaluate_inside(self, epoch: int, loads: int, training_start: float, on_eval) -> float:
         """Evaluate in the middle of an epoch with the training clocks stopped; return how long the pause took.
-        Every rank pauses at the same load (the counts are global), rank 0 evaluates, the others wait."""
+        `training_start` is the epoch's start moved later by the pauses so far. Every rank pauses at the same load
+        (the counts are global), rank 0 evaluates, the others wait."""
         self.sync()  # deliberate sync: training so far is finished before its clock stops
         paused = self.now()
+        epoch_train_s = paused - training_start
         self.clock.pause()  # the gap across the evaluation is not device idle time
         steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
         on_eval(self.eval_record(epoch, self.evaluate(), loads * global_m, steps * global_m, steps, epoch_train_s))
