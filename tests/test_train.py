@@ -140,14 +140,16 @@ def test_missing_cuda_device_is_refused():
 
 @pytest.mark.slow
 def test_test_loss_falls_on_real_digits(tmp_path):
-    """scikit-learn's digits are real images: a few epochs of the paper's setup must lower the test loss."""
+    """scikit-learn's digits are real images: the paper's setup ([0,1] inputs, mu = 0.001 on a summed gradient)
+    must leave its initial plateau and learn them. The plateau lasts about 500 steps here (epochs 1 to 3 at m=16,
+    K=2, 180 steps each), so 7 epochs leave a margin of three."""
     from persist.config import RunConfig
 
-    config = RunConfig(dataset="digits", batch_size=64, persistency=2, width=0.25, epochs=5, device="cpu")
+    config = RunConfig(dataset="digits", batch_size=16, persistency=2, width=0.25, epochs=7, device="cpu")
     records = train_run(config, tmp_path / "digits")
     losses = [r.test_loss for r in records]
-    assert losses[-1] < 0.8 * losses[0], losses
-    assert records[-1].test_acc > 0.5
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert records[-1].test_acc > 0.8
 
 
 def test_evaluations_fall_at_the_same_fresh_sample_counts_for_every_k(tiny_data, tiny_config, tmp_path):
