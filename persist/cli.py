@@ -1,4 +1,5 @@
-"""The command line, and the only place argparse lives. Every user error is one line on stderr and exit code 2."""
+"""The command line (argparse lives here and, for `persist train`'s run flags, in run_options). Every user error is
+one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import argparse
 import os
 import signal
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields, parse_budget
+from persist.config import PROFILES, PersistError, RunConfig, budget_fields
+from persist.run_options import add_run_options, budget_arg, config_from_args
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -33,13 +34,6 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from error
 
 
-def _budget(text: str) -> dict:
-    try:
-        return parse_budget(text)
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from error
-
-
 def _words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -56,67 +50,8 @@ def _add_train(commands) -> None:
         default=300.0,
         help="under torchrun: give up on a collective after this long (a dead or hung rank)",
     )
-    g = p.add_argument_group("run")
-    g.add_argument("--dataset", help="synthetic (default, offline) | cifar10 | digits")
-    g.add_argument("--data-root", help="folder holding cifar-10-batches-py (default ./data)")
-    g.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 if missing (needs network)")
-    g.add_argument("--pipeline", help="preloaded (default) | torchvision | dali")
-    g.add_argument("--batch-size", "-m", type=int, help="minibatch size m (default 256)")
-    g.add_argument("--persistency", "-K", type=int, help="SGD steps per loaded minibatch K (default 1)")
-    g.add_argument("--lr", type=float, help="learning rate mu (default 0.001)")
-    g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
-    g.add_argument("--lr-schedule", help="constant (default) | linear: k*mu on the k-th use of a batch")
-    g.add_argument("--epochs", type=int, help="passes over the distinct training data (default 1)")
-    g.add_argument(
-        "--budget",
-        type=_budget,
-        help="train until a budget is spent: 120s (training seconds), 2e6sample-steps (steps x m) or 10epochs",
-    )
-    g.add_argument("--seed", type=int, help="weights and batch order (default 0)")
-    g.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
-    g.add_argument("--width", type=float, help="model channel multiplier (1.0 = paper)")
-    g.add_argument("--train-size", type=int, help="use the first N training samples")
-    g.add_argument("--test-size", type=int, help="use the first N test samples")
-    g.add_argument("--loss-reduction", help="sum (paper) | mean")
-    g.add_argument(
-        "--normalization", help="input scale: unit [0, 1] (default) | symmetric [-1, 1] | standardize (per channel)"
-    )
-    g.add_argument("--delay-ms", type=float, help="extra delay per load, simulating slow storage")
-    g.add_argument(
-        "--deterministic",
-        action="store_true",
-        default=None,
-        help="CUDA: deterministic cuDNN and cuBLAS algorithms, so runs through different pipelines are identical",
-    )
-    g.add_argument("--eval-batch-size", type=int)
-    g.add_argument(
-        "--eval-every",
-        type=int,
-        help="evaluate every N fresh training samples (default: a quarter of the training set); rows in evals.jsonl",
-    )
-    t = p.add_argument_group("torchvision pipeline")
-    t.add_argument("--num-workers", type=int)
-    t.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--prefetch-factor", type=int)
-    d = p.add_argument_group("DALI pipeline")
-    d.add_argument("--dali-threads", type=int)
-    d.add_argument("--dali-prefetch-depth", type=int)
-    d.add_argument("--dali-py-workers", type=int, help="parallel external source workers")
+    add_run_options(p)
     p.set_defaults(handler=_train)
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Profile sizes first, then every flag the user gave; RunConfig validates the result."""
-    values = dict(PROFILES[args.profile]) if args.profile in PROFILES else {}
-    if args.profile is not None and args.profile not in PROFILES:
-        raise PersistError(f"profile={args.profile!r} is not allowed: choose one of {', '.join(PROFILES)}")
-    for f in fields(RunConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
-    values.update(budget_fields(args.budget, args.epochs))
-    return RunConfig(**values)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -287,7 +222,7 @@ def build_parser() -> Parser:
     w.add_argument("--epochs", type=int)
     w.add_argument(
         "--budget",
-        type=_budget,
+        type=budget_arg,
         help="every run trains until it spends this: 120s (training seconds), 2e6sample-steps or 10epochs; "
         "with a time budget, K=1 trains as long as K=5",
     )
