@@ -18,6 +18,7 @@ import math
 
 import pandas
 
+from persist.compose import borrow_targets, compose, sources
 from persist.config import PersistError
 from persist.stats import mean_ci
 
@@ -168,6 +169,19 @@ DECOMPOSITION_COLUMNS = [
 ]
 
 
+def composed_runs(
+    epochs: pandas.DataFrame, target: float | None = None, evals: pandas.DataFrame | None = None
+) -> tuple[pandas.DataFrame, dict[tuple[str, int], float]]:
+    """per_run and factors, with timing runs composed from their sources (persist/compose.py), and the targets."""
+    found = sources(epochs)
+    cells = {(str(p), int(m)) for p, m in epochs[["pipeline", "batch_size"]].itertuples(index=False)}
+    if target is None:  # timing runs are too short to set a target; their pipeline borrows its source's
+        targets = borrow_targets(default_targets(epochs[~epochs["run"].isin(found)]), epochs, found)
+    else:
+        targets = dict.fromkeys(sorted(cells), target)
+    return factors(compose(per_run(epochs, targets, evals), found)), targets
+
+
 def decomposition(
     epochs: pandas.DataFrame, target: float | None = None, evals: pandas.DataFrame | None = None
 ) -> tuple[pandas.DataFrame, dict[tuple[str, int], float]]:
@@ -176,9 +190,7 @@ def decomposition(
     applies to every (pipeline, m); without it each gets its default (default_targets). With `evals`
     (records.load_evals), time to target is interpolated between evaluation points."""
     check_comparable(epochs)
-    cells = {(str(p), int(m)) for p, m in epochs[["pipeline", "batch_size"]].itertuples(index=False)}
-    targets = default_targets(epochs) if target is None else dict.fromkeys(sorted(cells), target)
-    runs = factors(per_run(epochs, targets, evals))
+    runs, targets = composed_runs(epochs, target, evals)
     if runs["steps_to_target"].isna().all():
         best = runs["best_test_acc"].max()
         raise PersistError(f"target accuracy {target:.4f} is reached by no run (best is {best:.4f}): lower --target")
@@ -191,6 +203,8 @@ def decomposition(
             "partial": bool(cell["partial"].any()),
             "diverged": int(cell["diverged"].sum()),
             "reached": int(cell["steps_to_target"].notna().sum()),
+            "composed": int((cell["composed_from"] != "").sum()),
+            "composed_from": ", ".join(sorted(set(cell["composed_from"]) - {""})),
         }
         for column in DECOMPOSITION_COLUMNS:
             row[column], row[column + "_ci"] = mean_ci(cell[column].tolist())
@@ -206,6 +220,11 @@ def _note(row: dict) -> str:
         notes.append(f"{row['diverged']} seed(s) diverged (NaN loss)")
     elif row["partial"]:
         notes.append("partial run")
+    if row["composed"]:
+        notes.append(
+            f"{row['composed']} of {row['seeds']} seed(s) composed: convergence from {row['composed_from']}, "
+            "time per step measured"
+        )
     if row["reached"] < row["seeds"]:
         notes.append(f"target missed by {row['seeds'] - row['reached']} seed(s)")
     lf = row["loading_factor"]

@@ -129,6 +129,8 @@ def _sweep(args: argparse.Namespace) -> int:
         persistencies=args.persistencies,
         schedules=args.schedules,
         seeds=range(args.seeds) if args.seeds else None,
+        timing_epochs=args.timing_epochs,
+        full=args.full,
         **{"epochs": args.epochs, **budget_fields(args.budget, args.epochs)},
     )
     names = [run_name(config) for config in grid.configs()]
@@ -226,6 +228,12 @@ def build_parser() -> Parser:
         help="every run trains until it spends this: 120s (training seconds), 2e6sample-steps or 10epochs; "
         "with a time budget, K=1 trains as long as K=5",
     )
+    w.add_argument(
+        "--timing-epochs",
+        type=int,
+        help="epochs per cell on every pipeline but the first, which alone trains the convergence curves (default 2)",
+    )
+    w.add_argument("--full", action="store_true", help="train every pipeline's cells in full (no composition)")
     w.add_argument("--dataset")
     w.add_argument("--data-root")
     w.add_argument("--device")

@@ -1,0 +1,154 @@
+"""Train once, time everywhere: timing runs borrow convergence from a full run of the same cell, the check holds the
+composition against full runs, and the paper's claims are judged seed by seed."""
+
+import pandas
+import pytest
+from test_analysis import _epochs, _frame
+
+from persist.analysis import composed_runs, decomposition
+from persist.claims import claim_lines
+from persist.cli import main
+from persist.compose import checks, sources
+from persist.records import load_runs, read_records
+
+
+def _grid():
+    """preloaded trains 4 epochs (the curves); torchvision is timed for 2, except its check cell K=1, K=5, seed 0."""
+    return _frame(
+        _epochs("preloaded", 64, 1, 0, [0.2, 0.3, 0.4, 0.5], 1.0, 0.9),
+        _epochs("preloaded", 64, 5, 0, [0.5, 0.6, 0.6, 0.6], 4.6, 4.5),
+        _epochs("preloaded", 64, 1, 1, [0.2, 0.4, 0.5, 0.5], 1.0, 0.9),
+        _epochs("preloaded", 64, 5, 1, [0.3, 0.5, 0.6, 0.6], 4.6, 4.5),
+        _epochs("torchvision", 64, 1, 0, [0.2, 0.3, 0.4, 0.5], 2.0, 0.9),
+        _epochs("torchvision", 64, 5, 0, [0.5, 0.6, 0.6, 0.6], 5.6, 4.5),
+        _epochs("torchvision", 64, 1, 1, [0.2, 0.4], 2.0, 0.9, epochs=2),  # timing runs
+        _epochs("torchvision", 64, 5, 1, [0.3, 0.5], 5.6, 4.5, epochs=2),
+    )
+
+
+def test_a_timing_run_borrows_steps_and_times_them_itself():
+    epochs = _grid()
+    found = sources(epochs)
+    assert found == {
+        "torchvision-m64-K1-constant-s1": "preloaded-m64-K1-constant-s1",
+        "torchvision-m64-K5-constant-s1": "preloaded-m64-K5-constant-s1",
+    }
+    runs, _ = composed_runs(epochs, target=0.5)
+    row = runs.set_index("run").loc["torchvision-m64-K5-constant-s1"]
+    source = runs.set_index("run").loc["preloaded-m64-K5-constant-s1"]
+    assert row["composed_from"] == "preloaded" and source["composed_from"] == ""
+    assert row["steps_to_target"] == source["steps_to_target"] == 100  # its own 2 epochs would say 100 too, by luck
+    assert row["time_per_step_s"] == pytest.approx(5.6 / 50)
+    assert row["seconds_to_target"] == pytest.approx(100 * 5.6 / 50)  # borrowed steps x its own time per step
+    assert row["convergence_factor"] == pytest.approx(source["convergence_factor"])  # K=1 s1 is composed alike
+    assert row["loading_factor"] == pytest.approx((2.0 / 10) / (5.6 / 50))
+    assert row["speedup"] == pytest.approx(row["convergence_factor"] * row["loading_factor"])
+
+
+def test_the_default_target_of_a_timed_pipeline_is_its_sources():
+    epochs = _grid()
+    _, targets = composed_runs(epochs)
+    # preloaded's K=1 reference: best 0.5 in both seeds -> 0.475; torchvision's short K=1 run must not lower it
+    assert targets[("preloaded", 64)] == pytest.approx(0.475) == targets[("torchvision", 64)]
+    table, _ = decomposition(epochs)
+    k5 = table[(table["pipeline"] == "torchvision") & (table["persistency"] == 5)].iloc[0]
+    assert k5["composed"] == 1 and "1 of 2 seed(s) composed: convergence from preloaded" in k5["note"]
+
+
+def test_the_check_composes_from_the_first_epochs_of_a_full_run():
+    epochs = _grid()
+    runs, _ = composed_runs(epochs, target=0.5)
+    checked = checks(epochs, runs, sources(epochs))
+    assert len(checked) == 1
+    c = checked.iloc[0]
+    assert (c["pipeline"], c["persistency"], c["seed"], c["timing_epochs"]) == ("torchvision", 5, 0, 2)
+    assert c["max_acc_diff"] == 0.0  # the same curve as preloaded's
+    measured = runs.set_index("run").loc["torchvision-m64-K5-constant-s0", "speedup"]
+    assert c["measured_speedup"] == pytest.approx(measured)
+    assert c["composed_speedup"] == pytest.approx(measured)  # constant epoch times: first epochs = whole run
+    assert c["error_pct"] == pytest.approx(0.0, abs=1e-9)
+
+
+def _claim_runs(k5_epochs, k5_seconds, k1_epochs=4.0, k1_seconds=4.0, schedule="constant"):
+    rows = []
+    for seed, (e, s) in enumerate(zip(k5_epochs, k5_seconds, strict=True)):
+        common = {"pipeline": "preloaded", "batch_size": 32, "seed": seed}
+        rows.append(
+            {**common, "persistency": 1, "lr_schedule": "constant", "epochs_to_target": k1_epochs}
+            | {"seconds_to_target": k1_seconds, "time_per_step_s": 1.0}
+        )
+        rows.append(
+            {**common, "persistency": 5, "lr_schedule": schedule, "epochs_to_target": e}
+            | {"seconds_to_target": s, "time_per_step_s": 0.9}
+        )
+    return pandas.DataFrame(rows)
+
+
+def test_a_claim_is_judged_seed_by_seed():
+    nan = float("nan")
+    # m=32 claim: K=5 sooner per epoch, not per second
+    held = claim_lines(_claim_runs([2.0, 3.0, 1.0], [9.0, 12.0, 5.0]))
+    assert "K=5 wins per epoch but not per second" in held[0] and "**held (3 of 3 seeds)**" in held[0]
+    assert "A K=5 epoch took 4.50x a K=1 epoch" in held[0]
+    mixed = claim_lines(_claim_runs([2.0, 3.0, 1.0], [9.0, 3.0, 5.0]))
+    assert "**mixed (2 of 3 seeds)**" in mixed[0]
+    # a K=5 run that never reached the target lost; two runs that both missed decide nothing
+    lost = claim_lines(_claim_runs([nan, nan], [nan, nan], k1_epochs=4.0, k1_seconds=4.0))
+    assert "**did not hold (0 of 2 seeds)**" in lost[0]
+    undecided = claim_lines(_claim_runs([nan], [nan], k1_epochs=nan, k1_seconds=nan))
+    assert "**undecided (no seed reached the target)**" in undecided[0]
+
+
+@pytest.fixture(scope="module")
+def composed_sweep(tmp_path_factory):
+    """Both pipelines, m=64, K in {1, 2}, 2 seeds, 3 epochs; the second pipeline is timed for 1 epoch."""
+    from dataclasses import replace
+
+    import persist.sweep as sweep
+
+    mp = pytest.MonkeyPatch()
+    grid = sweep.PRESETS["cpu"]
+    mp.setitem(sweep.PRESETS, "cpu", replace(grid, base=replace(grid.base, train_size=256, test_size=64)))
+    out = tmp_path_factory.mktemp("composed")
+    grid_args = ["--pipelines", "preloaded,torchvision", "--batch-sizes", "64", "--persistencies", "1,2"]
+    args = ["sweep", "--preset", "cpu", "--out", str(out), *grid_args, "--schedules", "constant", "--seeds", "2"]
+    try:
+        assert main([*args, "--epochs", "3", "--timing-epochs", "1", "--dataset", "synthetic", "--quiet"]) == 0
+    finally:
+        mp.undo()
+    return out
+
+
+def test_a_sweep_trains_curves_on_its_first_pipeline_and_times_the_others(composed_sweep, tmp_path):
+    epochs_of = {p.name: len(read_records(p)) for p in composed_sweep.iterdir()}
+    assert epochs_of == {
+        "preloaded-m64-K1-constant-s0": 3,
+        "preloaded-m64-K1-constant-s1": 3,
+        "preloaded-m64-K2-constant-s0": 3,
+        "preloaded-m64-K2-constant-s1": 3,
+        "torchvision-m64-K1-constant-s0": 3,  # check cells: the first seed, K=1 and the largest K
+        "torchvision-m64-K2-constant-s0": 3,
+        "torchvision-m64-K1-constant-s1": 1,  # timing runs
+        "torchvision-m64-K2-constant-s1": 1,
+    }
+    frame = load_runs(sorted(composed_sweep.iterdir()))
+    by_run = frame.set_index(["run", "epoch"])["train_loss"]
+    for seed in (0, 1):  # bit-identical batches: the timed pipeline's first epoch is the trained one's, exactly
+        run = str(composed_sweep / f"torchvision-m64-K2-constant-s{seed}")
+        assert by_run[(run, 1)] == by_run[(str(composed_sweep / f"preloaded-m64-K2-constant-s{seed}"), 1)]
+    out = tmp_path / "report"
+    assert main(["report", *map(str, sorted(composed_sweep.iterdir())), "--out", str(out), "--target", "0.1"]) == 0
+    report = (out / "report.md").read_text()
+    assert "2 runs on torchvision were timing runs (1 epochs each)" in report
+    check_row = next(line for line in report.splitlines() if line.startswith("| torchvision | 64 | 2 |"))
+    assert check_row.endswith("| 0.0000 |")  # the full torchvision run's curve is preloaded's, exactly
+    assert "## The paper's claims" in report
+
+
+def test_sweep_refuses_timing_epochs_with_full(tmp_path, capsys):
+    args = ["sweep", "--preset", "cpu", "--out", str(tmp_path / "s"), "--full", "--timing-epochs", "2"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().endswith("it needs composition, which --full turns off")
+    assert main(["sweep", "--preset", "cpu", "--out", str(tmp_path / "s"), "--timing-epochs", "0"]) == 2
+    assert "timing_epochs=0 is not allowed: use an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
