@@ -22,15 +22,15 @@ from persist.compose import borrow_targets, compose, sources
 from persist.config import PersistError
 from persist.stats import mean_ci
 
-RUN_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "seed"]
-CELL_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule"]
+RUN_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "reuse", "seed"]
+CELL_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "reuse"]
 LOADING_FACTOR_NEAR_ONE = 0.15  # preloaded: flag a loading factor further than this from 1
 
 
 def check_comparable(epochs: pandas.DataFrame) -> None:
     if epochs.empty:
         raise PersistError("no finished epochs in these run folders")
-    for column in ("dataset", "train_size", "width", "device"):
+    for column in ("dataset", "train_size", "width", "device", "augment"):
         values = sorted(map(str, epochs[column].dropna().unique()))
         if len(values) > 1:
             raise PersistError(f"runs with different {column} cannot share a figure or table: {', '.join(values)}")

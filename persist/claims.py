@@ -55,6 +55,7 @@ def _median(values) -> str:
 def claim_lines(runs: pandas.DataFrame) -> list[str]:
     """Markdown bullets, one per claim and pipeline."""
     lines = []
+    runs = runs[(runs["persistency"] == 1) | (runs["reuse"] == "same")]  # the paper's persistency: the batch as loaded
     small, large = int(runs["batch_size"].min()), int(runs["batch_size"].max())
     k = int(runs["persistency"].max())
     if k == 1:

@@ -128,6 +128,8 @@ def _sweep(args: argparse.Namespace) -> int:
         batch_sizes=args.batch_sizes,
         persistencies=args.persistencies,
         schedules=args.schedules,
+        reuses=args.reuses,
+        augment=args.augment,
         seeds=range(args.seeds) if args.seeds else None,
         timing_epochs=args.timing_epochs,
         full=args.full,
@@ -220,6 +222,8 @@ def build_parser() -> Parser:
     w.add_argument("--batch-sizes", type=_ints, help="comma-separated m values")
     w.add_argument("--persistencies", type=_ints, help="comma-separated K values (include 1: the baseline)")
     w.add_argument("--schedules", type=_words, help="comma-separated: constant,linear")
+    w.add_argument("--reuses", type=_words, help="comma-separated: same,reaugment (reaugment needs --augment)")
+    w.add_argument("--augment", help="none (the presets') | crop-flip")
     w.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     w.add_argument("--epochs", type=int)
     w.add_argument(

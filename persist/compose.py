@@ -18,7 +18,7 @@ import math
 
 import pandas
 
-CELL = ["batch_size", "persistency", "lr_schedule", "seed"]
+CELL = ["batch_size", "persistency", "lr_schedule", "reuse", "seed"]
 BORROWED = ["steps_to_target", "epochs_to_target", "fresh_samples_to_target", "best_test_acc", "resolution"]
 
 

@@ -14,6 +14,8 @@ PIPELINES = ("preloaded", "torchvision", "dali")
 LR_SCHEDULES = ("constant", "linear")
 LOSS_REDUCTIONS = ("sum", "mean")
 NORMALIZATIONS = ("unit", "symmetric", "standardize")  # described in persist/data/base.py
+AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
+REUSES = ("same", "reaugment")  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
 
 # Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
 PIPELINE_OPTIONS = {
@@ -59,6 +61,8 @@ class RunConfig:
     eval_batch_size: int = 1000
     normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
     eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
+    augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
+    reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
     deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS algorithms, so every pipeline's run is identical
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
@@ -76,6 +80,12 @@ class RunConfig:
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _one_of("normalization", self.normalization, NORMALIZATIONS)
+        _one_of("augment", self.augment, AUGMENTS)
+        _one_of("reuse", self.reuse, REUSES)
+        if self.reuse == "reaugment" and self.augment != "crop-flip":
+            raise ConfigError(
+                f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {self.augment!r}"
+            )
         _at_least("batch_size", self.batch_size, 1)
         _at_least("persistency", self.persistency, 1)
         _at_least("epochs", self.epochs, 1)
@@ -197,7 +207,7 @@ def with_profile(config: RunConfig, profile: str) -> RunConfig:
 
 # Fields added after runs were already on disk, with the value those runs used (not today's default): a manifest
 # that lacks one describes a run made before it existed.
-LEGACY_VALUES = {"normalization": "standardize"}
+LEGACY_VALUES = {"normalization": "standardize", "augment": "none", "reuse": "same"}
 
 
 def from_dict(values: dict) -> RunConfig:

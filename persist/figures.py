@@ -2,7 +2,8 @@
 
 For each pipeline and m: test accuracy and test loss against training wall-clock time (left) and against epochs
 (right), one line per K (Figures 1-3). The adaptive-lr comparison puts constant (solid) against k*mu (dashed) for each
-K > 1 (Figures 4-5). Lines are the mean over seeds; the band spans the lowest to the highest seed.
+K > 1 (Figures 4-5). Lines are the mean over seeds; the band spans the lowest to the highest seed. Each reuse variant
+(--reuse) gets its own figures, and where both ran, a figure sets them side by side.
 """
 
 from __future__ import annotations
@@ -54,26 +55,56 @@ def _save(fig, axes, path: Path) -> Path:
     return path
 
 
+def _by_reuse(epochs: pandas.DataFrame, pipeline: str):
+    """(reuse, its runs with K > 1 plus every K=1 run) per reuse variant: K=1 is the same run under both."""
+    data = epochs[epochs["pipeline"] == pipeline]
+    for reuse in sorted(data.loc[data["persistency"] > 1, "reuse"].unique(), key=lambda r: r != "same"):
+        yield reuse, data[(data["persistency"] == 1) | (data["reuse"] == reuse)]
+
+
+def _suffix(reuse: str) -> tuple[str, str]:
+    return ("", "") if reuse == "same" else (f", reuse {reuse}", f"-{reuse}")
+
+
 def paper_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Path]:
     paths = []
-    data = epochs[(epochs["pipeline"] == pipeline) & (epochs["lr_schedule"] == "constant")]
-    for m, by_m in data.groupby("batch_size"):
-        fig, axes = _figure(f"{pipeline} pipeline, m = {m}, constant lr: K = 1 (standard) against K > 1")
-        for k, runs in by_m.groupby("persistency"):
-            _draw(axes, seed_curves(runs), f"K = {k} ({runs['seed'].nunique()} seeds)", {})
-        paths.append(_save(fig, axes, out / f"fig-{pipeline}-m{m}.png"))
+    for reuse, data in _by_reuse(epochs, pipeline):
+        title, name = _suffix(reuse)
+        for m, by_m in data[data["lr_schedule"] == "constant"].groupby("batch_size"):
+            fig, axes = _figure(f"{pipeline} pipeline, m = {m}, constant lr{title}: K = 1 (standard) against K > 1")
+            for k, runs in by_m.groupby("persistency"):
+                _draw(axes, seed_curves(runs), f"K = {k} ({runs['seed'].nunique()} seeds)", {})
+            paths.append(_save(fig, axes, out / f"fig-{pipeline}-m{m}{name}.png"))
     return paths
 
 
 def adaptive_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Path]:
     paths = []
-    data = epochs[(epochs["pipeline"] == pipeline) & (epochs["persistency"] > 1)]
+    for reuse, data in _by_reuse(epochs, pipeline):
+        title, name = _suffix(reuse)
+        for m, by_m in data[data["persistency"] > 1].groupby("batch_size"):
+            if by_m["lr_schedule"].nunique() < 2:
+                continue
+            fig, axes = _figure(f"{pipeline} pipeline, m = {m}{title}: constant lr (solid) against k*mu (dashed)")
+            for (k, schedule), runs in by_m.groupby(["persistency", "lr_schedule"]):
+                style = {"linestyle": "--" if schedule == "linear" else "-", "color": f"C{k}"}
+                _draw(axes, seed_curves(runs), f"K = {k}, {schedule}", style)
+            paths.append(_save(fig, axes, out / f"fig-adaptive-{pipeline}-m{m}{name}.png"))
+    return paths
+
+
+def reuse_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Path]:
+    """Where both reuse variants ran: the paper's reuse (solid) against a fresh crop-flip per use (dashed)."""
+    paths = []
+    data = epochs[
+        (epochs["pipeline"] == pipeline) & (epochs["persistency"] > 1) & (epochs["lr_schedule"] == "constant")
+    ]
     for m, by_m in data.groupby("batch_size"):
-        if by_m["lr_schedule"].nunique() < 2:
+        if by_m["reuse"].nunique() < 2:
             continue
-        fig, axes = _figure(f"{pipeline} pipeline, m = {m}: constant lr (solid) against k*mu (dashed)")
-        for (k, schedule), runs in by_m.groupby(["persistency", "lr_schedule"]):
-            style = {"linestyle": "--" if schedule == "linear" else "-", "color": f"C{k}"}
-            _draw(axes, seed_curves(runs), f"K = {k}, {schedule}", style)
-        paths.append(_save(fig, axes, out / f"fig-adaptive-{pipeline}-m{m}.png"))
+        fig, axes = _figure(f"{pipeline} pipeline, m = {m}, constant lr: reuse same (solid) against reaugment (dashed)")
+        for (k, reuse), runs in by_m.groupby(["persistency", "reuse"]):
+            style = {"linestyle": "-" if reuse == "same" else "--", "color": f"C{k}"}
+            _draw(axes, seed_curves(runs), f"K = {k}, {reuse}", style)
+        paths.append(_save(fig, axes, out / f"fig-reuse-{pipeline}-m{m}.png"))
     return paths

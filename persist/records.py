@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from persist.config import PersistError, RunConfig, from_dict
+from persist.config import LEGACY_VALUES, PersistError, RunConfig, from_dict
 
 if TYPE_CHECKING:  # pandas is imported lazily: the trainer never needs it
     import pandas
@@ -168,7 +168,7 @@ def load_evals(paths) -> pandas.DataFrame:
     for path in map(Path, paths):
         manifest = read_manifest(path) or {}
         for record in read_evals(path):
-            rows.append({"run": str(path), **manifest.get("config", {}), **record.as_dict()})
+            rows.append({"run": str(path), **LEGACY_VALUES, **manifest.get("config", {}), **record.as_dict()})
     return pandas.DataFrame(rows)
 
 
@@ -181,7 +181,7 @@ def load_runs(paths) -> pandas.DataFrame:
         manifest = read_manifest(path)
         if manifest is None:
             raise RunDirError(f"{path} is not a persist run folder: no {MANIFEST}")
-        config, status = manifest["config"], manifest.get("status", "unknown")
+        config, status = {**LEGACY_VALUES, **manifest["config"]}, manifest.get("status", "unknown")
         for record in read_records(path):
             row = {"run": str(path), "status": status, **config, **record.as_dict()}
             row.pop("nvml")

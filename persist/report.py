@@ -15,7 +15,7 @@ from rich.table import Table
 from persist.analysis import TARGET_FRACTION, composed_runs, decomposition
 from persist.claims import claim_lines
 from persist.compose import checks, sources
-from persist.figures import adaptive_figures, paper_figures
+from persist.figures import adaptive_figures, paper_figures, reuse_figures
 from persist.records import load_evals, load_runs, read_manifest
 
 TABLE_COLUMNS = [  # (column, header, format)
@@ -23,6 +23,7 @@ TABLE_COLUMNS = [  # (column, header, format)
     ("batch_size", "m", "{}"),
     ("persistency", "K", "{}"),
     ("lr_schedule", "lr", "{}"),
+    ("reuse", "reuse", "{}"),
     ("seeds", "seeds", "{}"),
     ("target", "target acc", "{:.3f}"),
     ("overhead_per_load_s", "overhead/load ms", "{:.3f}", 1e3),
@@ -48,6 +49,7 @@ TERMINAL_COLUMNS = [
         "batch_size",
         "persistency",
         "lr_schedule",
+        "reuse",
         "target",
         "overhead_per_load_s",
         "time_per_step_s",
@@ -151,9 +153,10 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "decomposition.csv", index=False)
     (out / "decomposition.md").write_text(markdown_table(table) + "\n")
-    figures = []
-    for pipeline in sorted(epochs["pipeline"].unique()):
-        figures += paper_figures(epochs, pipeline, out) + adaptive_figures(epochs, pipeline, out)
+    figures, measured = [], epochs[~epochs["run"].isin(sources(epochs))]  # a timing run's short curve says little
+    for pipeline in sorted(measured["pipeline"].unique()):
+        for draw in (paper_figures, adaptive_figures, reuse_figures):
+            figures += draw(measured, pipeline, out)
     (console or Console()).print(rich_table(table, targets))
     report = out / "report.md"
     runs, _ = composed_runs(epochs, target, evals)

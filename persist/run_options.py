@@ -42,6 +42,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--normalization", help="input scale: unit [0, 1] (default) | symmetric [-1, 1] | standardize (per channel)"
     )
+    g.add_argument("--augment", help="none (default, the paper's) | crop-flip: pad 4, random 32x32 crop, flip")
+    g.add_argument(
+        "--reuse", help="same (default): the loaded batch K times | reaugment: a fresh crop-flip for each of the K uses"
+    )
     g.add_argument("--delay-ms", type=float, help="extra delay per load, simulating slow storage")
     g.add_argument(
         "--deterministic",

@@ -33,6 +33,7 @@ class SweepGrid:
     persistencies: tuple[int, ...]
     schedules: tuple[str, ...]
     seeds: tuple[int, ...]
+    reuses: tuple[str, ...] = ("same",)  # reaugment needs the base's augment to be crop-flip
     timing_epochs: int | None = 2  # epochs per cell on every pipeline but the first; None: train all in full
 
     def is_check(self, config: RunConfig) -> bool:
@@ -41,6 +42,7 @@ class SweepGrid:
             config.seed == self.seeds[0]
             and config.persistency in (1, max(self.persistencies))
             and config.lr_schedule in ("constant", self.schedules[0])
+            and config.reuse in ("same", self.reuses[0])
         )
 
     def timed_only(self, config: RunConfig) -> RunConfig:
@@ -52,17 +54,18 @@ class SweepGrid:
 
     def configs(self) -> list[RunConfig]:
         cells = []
-        for pipeline, m, k, schedule, seed in itertools.product(
-            self.pipelines, self.batch_sizes, self.persistencies, self.schedules, self.seeds
+        for pipeline, m, k, schedule, reuse, seed in itertools.product(
+            self.pipelines, self.batch_sizes, self.persistencies, self.schedules, self.reuses, self.seeds
         ):
-            if k == 1 and schedule != self.schedules[0]:
-                continue  # K=1 is the same run under every schedule
+            if k == 1 and (schedule != self.schedules[0] or reuse != self.reuses[0]):
+                continue  # K=1 is the same run under every schedule and reuse variant
             config = replace(
                 self.base,
                 pipeline=pipeline,
                 batch_size=m,
                 persistency=k,
                 lr_schedule=schedule if k > 1 else "constant",
+                reuse=reuse if k > 1 else "same",
                 seed=seed,
             )
             cells.append(self.timed_only(config))
@@ -97,7 +100,8 @@ PRESETS = {
 
 
 def run_name(config: RunConfig) -> str:
-    return f"{config.pipeline}-m{config.batch_size}-K{config.persistency}-{config.lr_schedule}-s{config.seed}"
+    reuse = "" if config.reuse == "same" else f"-{config.reuse}"
+    return f"{config.pipeline}-m{config.batch_size}-K{config.persistency}-{config.lr_schedule}{reuse}-s{config.seed}"
 
 
 def run_sweep(
@@ -142,8 +146,8 @@ def run_sweep(
 
 
 # change the preset's base config
-BASE_OVERRIDES = ("dataset", "data_root", "device", "epochs", "budget_s", "budget_sample_steps")
-AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "seeds")  # replace a grid axis
+BASE_OVERRIDES = ("dataset", "data_root", "device", "epochs", "budget_s", "budget_sample_steps", "augment")
+AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
 
 def grid_from_args(preset: str, timing_epochs: int | None = None, full: bool = False, **overrides) -> SweepGrid:

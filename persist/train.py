@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from persist.config import ConfigError, PersistError, RunConfig
 from persist.data import ImageData, Pipeline, load_dataset, make_pipeline
+from persist.data.augment import crop_flip, crop_flip_params
+from persist.data.base import Normalizer
 from persist.data.preloaded import DeviceImages
 from persist.device import device_name, resolve_device, set_determinism
 from persist.dist import DistContext
@@ -67,6 +69,10 @@ class Trainer:
                 "when to stop; use a sample-steps budget, which every rank counts alike"
             )
         self.pipeline: Pipeline = make_pipeline(config, self.data, self.device, self.dist.rank, world)
+        # pixel 0 normalized: the padding of an on-device crop-flip of an already normalized batch
+        self.pad_fill = Normalizer(self.data, self.device)(
+            torch.zeros(3, 1, 1, dtype=torch.uint8, device=self.device)
+        ).flatten()
         self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
         self.core = make_model(config.width, config.seed, self.device)  # the model itself, unwrapped
         self.model = self.dist.wrap(self.core, self.device)  # DDP with several ranks
@@ -104,6 +110,15 @@ class Trainer:
         self.optimizer.step()
         loss_sum.add_(loss.detach(), alpha=self.loss_scale)
 
+    def reaugment(self, x: torch.Tensor, epoch: int, load: int, use: int) -> torch.Tensor:
+        """Under --reuse reaugment, use `use` of the batch gets its own crop-flip, drawn from the shared seed and
+        applied here on the device (inside the step's time); otherwise the batch as loaded."""
+        if self.config.reuse != "reaugment":
+            return x
+        m, world = self.config.batch_size, self.dist.world_size
+        params = crop_flip_params(self.config.seed, epoch, load, use, m, self.dist.rank, world)
+        return crop_flip(x, params, self.pad_fill)
+
     def train_epoch(
         self,
         epoch: int,
@@ -131,10 +146,10 @@ class Trainer:
                 if batch is None:
                     break
                 x, y = batch
-                for lr in self.lrs:  # minibatch persistency: K consecutive steps on the same batch
+                for use, lr in enumerate(self.lrs, start=1):  # minibatch persistency: K steps on the same batch
                     set_lr(self.optimizer, lr)
                     self.clock.step_start()
-                    self.step(x, y, loss_sum)
+                    self.step(self.reaugment(x, epoch, loads, use), y, loss_sum)
                     self.clock.step_end()
                 loads += 1
                 if on_load is not None:

@@ -72,7 +72,7 @@ def test_the_check_composes_from_the_first_epochs_of_a_full_run():
 def _claim_runs(k5_epochs, k5_seconds, k1_epochs=4.0, k1_seconds=4.0, schedule="constant"):
     rows = []
     for seed, (e, s) in enumerate(zip(k5_epochs, k5_seconds, strict=True)):
-        common = {"pipeline": "preloaded", "batch_size": 32, "seed": seed}
+        common = {"pipeline": "preloaded", "batch_size": 32, "seed": seed, "reuse": "same"}
         rows.append(
             {**common, "persistency": 1, "lr_schedule": "constant", "epochs_to_target": k1_epochs}
             | {"seconds_to_target": k1_seconds, "time_per_step_s": 1.0}

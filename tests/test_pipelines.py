@@ -138,6 +138,7 @@ def test_manifest_options_are_recorded(tiny_data):
         "num_threads": 2,
         "prefetch_queue_depth": 2,
         "py_num_workers": 0,
+        "augment": "none",  # whether the pipeline itself crops and flips (under --reuse reaugment the trainer does)
     }
     t = make_pipeline(RunConfig(pipeline="torchvision", num_workers=1, device="cpu"), tiny_data, CPU)
     assert t.describe()["num_workers"] == 1 and t.describe()["pin_memory"] is False

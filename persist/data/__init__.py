@@ -41,7 +41,12 @@ def make_pipeline(
 ) -> Pipeline:
     """The configured pipeline; with several ranks, each yields only its part of every global batch."""
     args = (data, config.batch_size, config.seed, device)
-    shard = {"rank": rank, "world_size": world_size}
+    # under `reuse same` the pipeline applies the crop-flip; under `reaugment` the trainer does, once per use
+    shard = {
+        "rank": rank,
+        "world_size": world_size,
+        "augment": config.augment == "crop-flip" and config.reuse == "same",
+    }
     if config.pipeline == "preloaded":
         from persist.data.preloaded import PreloadedPipeline
 

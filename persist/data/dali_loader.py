@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from persist.config import PersistError
+from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, batch_indices, epoch_order, scaled_stats
 
 DALI_MISSING = "--pipeline dali needs NVIDIA DALI: pip install 'persist[dali]' (or pip install nvidia-dali-cuda120)"
@@ -27,7 +28,8 @@ def dali_available() -> tuple[bool, str]:
 
 
 class OrderSource:
-    """Batch-mode external source: batch `info.iteration` of epoch `first_epoch + info.epoch_idx`."""
+    """Batch-mode external source: batch `info.iteration` of epoch `first_epoch + info.epoch_idx`. With `augment`,
+    also each sample's crop start in the unpadded image (top - PAD, left - PAD) and whether to mirror it."""
 
     def __init__(
         self,
@@ -37,12 +39,14 @@ class OrderSource:
         seed: int,
         first_epoch: int,
         shard: tuple[int, int] = (0, 1),
+        augment: bool = False,
     ):
         self.images, self.labels = images, labels
         self.batch_size, self.seed, self.first_epoch, self.shard = batch_size, seed, first_epoch, shard
+        self.augment = augment
         self._epoch, self._batches = None, []
 
-    def __call__(self, info) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, info) -> tuple[np.ndarray, ...]:
         epoch = self.first_epoch + info.epoch_idx
         if epoch != self._epoch:
             order = epoch_order(len(self.labels), self.seed, epoch)
@@ -50,13 +54,18 @@ class OrderSource:
         if info.iteration >= len(self._batches):
             raise StopIteration
         index = self._batches[info.iteration]
-        return self.images[index], self.labels[index]
+        if not self.augment:
+            return self.images[index], self.labels[index]
+        p = crop_flip_params(self.seed, epoch, info.iteration, 1, self.batch_size, *self.shard)
+        start = (np.stack([p.top.numpy(), p.left.numpy()], axis=1) - PAD).astype(np.int32)  # (n, 2): rows, cols
+        return self.images[index], self.labels[index], start, p.flip.numpy().astype(np.int32)
 
 
 def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int | None, options: dict):
     from nvidia.dali import fn, pipeline_def, types
 
     mean, std = scaled_stats(data)
+    images_shape = tuple(data.train_x.shape[1:])  # H, W, C
 
     @pipeline_def(
         batch_size=batch_size,
@@ -67,18 +76,28 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
         py_start_method="spawn",  # not fork: CUDA (torch) is initialized before DALI starts its workers
     )
     def cifar_pipeline():
-        images, labels = fn.external_source(
+        outputs = fn.external_source(
             source=source,
-            num_outputs=2,
+            num_outputs=4 if source.augment else 2,
             batch=True,
             batch_info=True,
             parallel=options["py_num_workers"] > 0,
-            layout=["HWC", ""],
-            dtype=[types.UINT8, types.INT64],
+            layout=["HWC", "", "", ""][: 4 if source.augment else 2],
+            dtype=[types.UINT8, types.INT64, types.INT32, types.INT32][: 4 if source.augment else 2],
         )
+        images, labels = outputs[0], outputs[1]
         if device_id is not None:
             images, labels = images.gpu(), labels.gpu()
-        images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std)
+        mirror = 0
+        if source.augment:  # the shared crop-flip: a 32x32 window that may start outside the image, zero-padded
+            start, mirror = outputs[2], outputs[3]
+            size = list(images_shape[:2])
+            images = fn.slice(
+                images, start=start, shape=size, axis_names="HW", out_of_bounds_policy="pad", fill_values=0
+            )
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std, mirror=mirror
+        )
         return images, labels
 
     return cifar_pipeline()
@@ -97,6 +116,7 @@ class DaliPipeline:
         num_threads: int = 1,
         prefetch_queue_depth: int = 2,
         py_num_workers: int = 0,
+        augment: bool = False,
         rank: int = 0,
         world_size: int = 1,
     ):
@@ -111,7 +131,7 @@ class DaliPipeline:
             "py_num_workers": py_num_workers,
         }
         self.images, self.labels = data.train_x.numpy(), data.train_y.numpy()
-        self.shard = (rank, world_size)
+        self.shard, self.augment = (rank, world_size), augment
         self._iterator, self._next_epoch = None, None
 
     def __len__(self) -> int:
@@ -120,7 +140,9 @@ class DaliPipeline:
     def _start(self, first_epoch: int) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-        source = OrderSource(self.images, self.labels, self.batch_size, self.seed, first_epoch, self.shard)
+        source = OrderSource(
+            self.images, self.labels, self.batch_size, self.seed, first_epoch, self.shard, self.augment
+        )
         pipe = _build(source, self.data, self.batch_size, self.device_id, self.options)
         pipe.build()
         self._iterator = DALIGenericIterator(pipe, ["x", "y"], auto_reset=True)
@@ -134,7 +156,8 @@ class DaliPipeline:
             yield outputs[0]["x"], outputs[0]["y"]
 
     def describe(self) -> dict:
-        return {"pipeline": self.name, "device_id": self.device_id, **self.options}
+        augment = "crop-flip" if self.augment else "none"
+        return {"pipeline": self.name, "device_id": self.device_id, **self.options, "augment": augment}
 
     def close(self) -> None:
         self._iterator, self._next_epoch = None, None

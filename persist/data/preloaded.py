@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
+from persist.data.augment import CropFlip, crop_flip, crop_flip_params
 from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order
 
 
@@ -25,8 +26,11 @@ class DeviceImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, index: torch.Tensor) -> Batch:
-        return self.normalize(self.images.index_select(0, index)), self.labels.index_select(0, index)
+    def batch(self, index: torch.Tensor, augment: CropFlip | None = None) -> Batch:
+        images = self.images.index_select(0, index)
+        if augment is not None:  # on the uint8 pixels, before normalizing, as the other pipelines do it
+            images = crop_flip(images, augment)
+        return self.normalize(images), self.labels.index_select(0, index)
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         """Every sample once, in stored order, the last batch possibly short (for evaluation)."""
@@ -38,9 +42,17 @@ class PreloadedPipeline:
     name = "preloaded"
 
     def __init__(
-        self, data: ImageData, batch_size: int, seed: int, device: torch.device, *, rank: int = 0, world_size: int = 1
+        self,
+        data: ImageData,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        *,
+        augment: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
-        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.batch_size, self.seed, self.device, self.augment = batch_size, seed, device, augment
         self.rank, self.world_size = rank, world_size
         self.train = DeviceImages(data.train_x, data.train_y, data, device)
 
@@ -50,11 +62,15 @@ class PreloadedPipeline:
     def epoch(self, epoch: int) -> Iterator[Batch]:
         # The order is drawn on the CPU (shared with the other pipelines) and sent over once per epoch.
         order = epoch_order(len(self.train), self.seed, epoch).to(self.device, non_blocking=True)
-        for index in batch_indices(order, self.batch_size, self.rank, self.world_size):
-            yield self.train.batch(index)
+        for load, index in enumerate(batch_indices(order, self.batch_size, self.rank, self.world_size)):
+            params = None
+            if self.augment:
+                params = crop_flip_params(self.seed, epoch, load, 1, self.batch_size, self.rank, self.world_size)
+            yield self.train.batch(index, params)
 
     def describe(self) -> dict:
-        return {"pipeline": self.name, "device_bytes": self.train.images.numel() + 8 * len(self.train)}
+        bytes_ = self.train.images.numel() + 8 * len(self.train)
+        return {"pipeline": self.name, "device_bytes": bytes_, "augment": "crop-flip" if self.augment else "none"}
 
     def close(self) -> None:
         pass

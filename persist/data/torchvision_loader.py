@@ -13,32 +13,46 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order
 
 
+def crop_flip_one(image: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
+    """One CHW image: pad with zeros, crop back to its size at (top, left), flip if told (persist/data/augment.py)."""
+    height, width = image.shape[-2:]
+    image = v2.functional.crop(v2.functional.pad(image, [PAD], fill=0), top, left, height, width)
+    return v2.functional.horizontal_flip(image) if flip else image
+
+
 class ArrayDataset(Dataset):
-    """uint8 HWC images with per-sample v2 transforms: ToImage (HWC -> CHW), then the shared Normalizer.
+    """uint8 HWC images with per-sample v2 transforms: ToImage (HWC -> CHW), the sample's crop-flip if the batch
+    sampler sent its parameters along with its index, then the shared Normalizer.
 
     v2.ToDtype(scale=True) + v2.Normalize would give the same values up to float rounding (x/255, then (x - m)/s);
     the shared Normalizer's two operations make this pipeline's batches bit-identical to the other two."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: ImageData):
         self.images, self.labels = images.numpy(), labels
-        self.transform = v2.Compose([v2.ToImage(), v2.Lambda(Normalizer(data), tv_tensors.Image)])
+        self.to_image, self.normalize = v2.ToImage(), v2.Lambda(Normalizer(data), tv_tensors.Image)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[index]).as_subclass(torch.Tensor), self.labels[index]
+    def __getitem__(self, item: int | tuple[int, int, int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, *crop = item if isinstance(item, tuple) else (item,)
+        image = self.to_image(self.images[index])
+        if crop:
+            image = crop_flip_one(image, *crop)
+        return self.normalize(image).as_subclass(torch.Tensor), self.labels[index]
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """Yields the index lists of one epoch from the shared order; `set_epoch` picks the epoch."""
+    """Yields the index lists of one epoch from the shared order; `set_epoch` picks the epoch. With `augment`, each
+    item is (index, top, left, flip): the sample's crop-flip parameters travel with it to the worker."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, augment: bool = False):
         self.n, self.batch_size, self.seed, self.current_epoch = n, batch_size, seed, 0
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.augment = rank, world_size, augment
 
     def set_epoch(self, epoch: int) -> None:
         self.current_epoch = epoch
@@ -48,7 +62,12 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, self.seed, self.current_epoch)
-        return (index.tolist() for index in batch_indices(order, self.batch_size, self.rank, self.world_size))
+        for load, index in enumerate(batch_indices(order, self.batch_size, self.rank, self.world_size)):
+            if not self.augment:
+                yield index.tolist()
+                continue
+            p = crop_flip_params(self.seed, self.current_epoch, load, 1, self.batch_size, self.rank, self.world_size)
+            yield list(zip(index.tolist(), p.top.tolist(), p.left.tolist(), p.flip.tolist(), strict=True))
 
 
 class TorchvisionPipeline:
@@ -65,12 +84,13 @@ class TorchvisionPipeline:
         pin_memory: bool | None = None,
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
+        augment: bool = False,
         rank: int = 0,
         world_size: int = 1,
     ):
         self.device = device
         self.pin_memory = device.type == "cuda" if pin_memory is None else pin_memory
-        self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed, rank, world_size)
+        self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed, rank, world_size, augment)
         self.options = {
             "num_workers": num_workers,
             "pin_memory": self.pin_memory,
@@ -91,7 +111,7 @@ class TorchvisionPipeline:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def describe(self) -> dict:
-        return {"pipeline": self.name, **self.options}
+        return {"pipeline": self.name, **self.options, "augment": "crop-flip" if self.sampler.augment else "none"}
 
     def close(self) -> None:
         # Shut persistent workers down now rather than at interpreter exit.
