@@ -9,8 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
-from persist.config import PROFILES, PersistError, RunConfig, budget_fields
-from persist.run_options import add_run_options, budget_arg, config_from_args
+from persist.cli_setup import add_setup_commands
+from persist.config import PROFILES, PersistError, budget_fields
+from persist.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -25,17 +26,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",")]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from error
-
-
-def _words(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _add_train(commands) -> None:
@@ -63,6 +53,13 @@ def _train(args: argparse.Namespace) -> int:
     dist = from_environment(config.device, args.collective_timeout_s)  # torchrun: one process per rank
     finished = False
     try:
+        if config.storage == "jpeg":  # the files are written once, by rank 0, before any rank reads them
+            from persist.data.storage import prepare_storage
+            from persist.progress import CountProgress
+
+            with CountProgress("writing the dataset as JPEG files", quiet=args.quiet or not dist.is_main) as bar:
+                dist.on_main(lambda: prepare_storage(config, bar))
+            dist.barrier()
         with EpochProgress(config, quiet=args.quiet or not dist.is_main) as progress:
             train_run(
                 config,
@@ -164,43 +161,6 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stability(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from persist.stability import cell_line, markdown, paper_cells, run_stability
-
-    console = Console()
-    if args.steps < 10:
-        raise PersistError(f"steps={args.steps} is not allowed: use 10 or more (the loss is compared over 10 steps)")
-    cells = paper_cells(args.batch_sizes, args.persistencies, args.schedules)
-    base = RunConfig(
-        dataset=args.dataset,
-        data_root=args.data_root,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        width=args.width,
-        pipeline=args.pipeline,
-        device=args.device,
-        seed=args.seed,
-    )
-    normalizations = args.normalizations or [base.normalization]
-    for n in normalizations:
-        RunConfig(normalization=n)  # one line naming a bad value, before any training
-
-    def on_cell(row: dict) -> None:
-        console.print(cell_line(row), highlight=False)
-
-    if args.sample_steps < 0:
-        raise PersistError(f"sample_steps={args.sample_steps} is not allowed: use 0 or more")
-    rows = run_stability(
-        base, cells, normalizations, args.steps, args.out, on_cell=on_cell, sample_steps=args.sample_steps
-    )
-    (args.out / "stability.md").write_text(markdown(rows))
-    unstable = [r for r in rows if not (r["finite"] and r["falling"])]
-    console.print(f"{len(rows) - len(unstable)} of {len(rows)} cells stable; table in {args.out / 'stability.md'}")
-    return 1 if unstable else 0
-
-
 def build_parser() -> Parser:
     parser = Parser(prog="persist", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -218,11 +178,11 @@ def build_parser() -> Parser:
     w = commands.add_parser("sweep", help="run a resumable grid of training runs into one folder")
     w.add_argument("--preset", default="cpu", help="cpu (minutes on a CPU) | paper (the paper's grid, for a GPU)")
     w.add_argument("--out", type=Path, required=True)
-    w.add_argument("--pipelines", type=_words, help="comma-separated, e.g. preloaded,torchvision")
-    w.add_argument("--batch-sizes", type=_ints, help="comma-separated m values")
-    w.add_argument("--persistencies", type=_ints, help="comma-separated K values (include 1: the baseline)")
-    w.add_argument("--schedules", type=_words, help="comma-separated: constant,linear")
-    w.add_argument("--reuses", type=_words, help="comma-separated: same,reaugment (reaugment needs --augment)")
+    w.add_argument("--pipelines", type=words_arg, help="comma-separated, e.g. preloaded,torchvision")
+    w.add_argument("--batch-sizes", type=ints_arg, help="comma-separated m values")
+    w.add_argument("--persistencies", type=ints_arg, help="comma-separated K values (include 1: the baseline)")
+    w.add_argument("--schedules", type=words_arg, help="comma-separated: constant,linear")
+    w.add_argument("--reuses", type=words_arg, help="comma-separated: same,reaugment (reaugment needs --augment)")
     w.add_argument("--augment", help="none (the presets') | crop-flip")
     w.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
     w.add_argument("--epochs", type=int)
@@ -248,30 +208,7 @@ def build_parser() -> Parser:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--target", type=float, help="test accuracy to time (default: the best every run reached)")
     r.set_defaults(handler=_report)
-    b = commands.add_parser(
-        "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
-    )
-    b.add_argument("--out", type=Path, required=True, help="folder for stability.jsonl and stability.md (resumable)")
-    b.add_argument("--steps", type=int, default=100, help="SGD steps per cell, at least (default 100)")
-    b.add_argument(
-        "--sample-steps",
-        type=int,
-        default=0,
-        help="and at least this many steps x m per cell, so that small m trains as far as large m (default 0)",
-    )
-    b.add_argument("--normalizations", type=_words, help="comma-separated: unit,symmetric,standardize")
-    b.add_argument("--batch-sizes", type=_ints, help="a subset of the paper's m: 32,256,512")
-    b.add_argument("--persistencies", type=_ints, help="a subset of the paper's K: 1,2,5")
-    b.add_argument("--schedules", type=_words, help="a subset of the paper's lr schedules: constant,linear")
-    b.add_argument("--dataset", default="synthetic")
-    b.add_argument("--data-root")
-    b.add_argument("--train-size", type=int, default=4096, help="training images (default 4096)")
-    b.add_argument("--test-size", type=int, default=256)
-    b.add_argument("--width", type=float, default=1.0, help="model width (default 1.0, the paper's)")
-    b.add_argument("--pipeline", default="preloaded")
-    b.add_argument("--device", default="auto")
-    b.add_argument("--seed", type=int, default=0)
-    b.set_defaults(handler=_stability)
+    add_setup_commands(commands)
     return parser
 
 

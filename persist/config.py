@@ -15,7 +15,11 @@ LR_SCHEDULES = ("constant", "linear")
 LOSS_REDUCTIONS = ("sum", "mean")
 NORMALIZATIONS = ("unit", "symmetric", "standardize")  # described in persist/data/base.py
 AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
-REUSES = ("same", "reaugment")  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
+REUSES = ("same", "reaugment")
+STORAGES = (
+    "raw",
+    "jpeg",
+)  # persist/data/storage.py  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
 
 # Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
 PIPELINE_OPTIONS = {
@@ -61,6 +65,8 @@ class RunConfig:
     eval_batch_size: int = 1000
     normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
     eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
+    storage: str = "raw"  # jpeg: the dataset as JPEG files under data_root, read and decoded by each pipeline
+    jpeg_quality: int = 90
     augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
     reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
     deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS algorithms, so every pipeline's run is identical
@@ -80,6 +86,11 @@ class RunConfig:
         _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _one_of("normalization", self.normalization, NORMALIZATIONS)
+        _one_of("storage", self.storage, STORAGES)
+        if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
+            1 <= self.jpeg_quality <= 100
+        ):
+            raise ConfigError(f"jpeg_quality={self.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
         _one_of("augment", self.augment, AUGMENTS)
         _one_of("reuse", self.reuse, REUSES)
         if self.reuse == "reaugment" and self.augment != "crop-flip":
@@ -207,7 +218,13 @@ def with_profile(config: RunConfig, profile: str) -> RunConfig:
 
 # Fields added after runs were already on disk, with the value those runs used (not today's default): a manifest
 # that lacks one describes a run made before it existed.
-LEGACY_VALUES = {"normalization": "standardize", "augment": "none", "reuse": "same"}
+LEGACY_VALUES = {
+    "normalization": "standardize",
+    "augment": "none",
+    "reuse": "same",
+    "storage": "raw",
+    "jpeg_quality": 90,
+}
 
 
 def from_dict(values: dict) -> RunConfig:

@@ -58,3 +58,26 @@ class EpochProgress:
             highlight=False,
             soft_wrap=True,
         )
+
+
+class CountProgress:
+    """A transient bar for a counted job, such as writing a dataset's files; call it with (done, total)."""
+
+    def __init__(self, label: str, quiet: bool = False, console: Console | None = None):
+        self.progress = Progress(
+            TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console or Console(stderr=True), transient=True, disable=quiet,
+        )  # fmt: skip
+        self.task = None
+
+    def __enter__(self) -> CountProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("count", total=total)
+        self.progress.update(self.task, completed=done)

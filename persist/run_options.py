@@ -9,6 +9,17 @@ from dataclasses import fields
 from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields, parse_budget
 
 
+def ints_arg(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from error
+
+
+def words_arg(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def budget_arg(text: str) -> dict:
     try:
         return parse_budget(text)
@@ -42,6 +53,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--normalization", help="input scale: unit [0, 1] (default) | symmetric [-1, 1] | standardize (per channel)"
     )
+    g.add_argument(
+        "--storage", help="raw (default): arrays in memory | jpeg: files under --data-root, decoded per load"
+    )
+    g.add_argument("--jpeg-quality", type=int, help="quality of --storage jpeg's files, 1..100 (default 90)")
     g.add_argument("--augment", help="none (default, the paper's) | crop-flip: pad 4, random 32x32 crop, flip")
     g.add_argument(
         "--reuse", help="same (default): the loaded batch K times | reaugment: a fresh crop-flip for each of the K uses"

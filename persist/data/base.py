@@ -37,6 +37,8 @@ class ImageData:
     channel_std: tuple[float, float, float]
     num_classes: int = 10
     normalization: str = "unit"
+    storage: str = "raw"  # raw arrays, or "jpeg qQ": the pixels are the files decoded once on the CPU
+    train_files: tuple[str, ...] = ()  # with encoded storage: each training sample's file, for pipelines that decode
 
     def __post_init__(self) -> None:
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):

@@ -28,8 +28,9 @@ def dali_available() -> tuple[bool, str]:
 
 
 class OrderSource:
-    """Batch-mode external source: batch `info.iteration` of epoch `first_epoch + info.epoch_idx`. With `augment`,
-    also each sample's crop start in the unpadded image (top - PAD, left - PAD) and whether to mirror it."""
+    """Batch-mode external source: batch `info.iteration` of epoch `first_epoch + info.epoch_idx`. With `files`
+    (encoded storage) the images are each file's bytes, for DALI's decoder. With `augment`, also each sample's crop
+    start in the unpadded image (top - PAD, left - PAD) and whether to mirror it."""
 
     def __init__(
         self,
@@ -40,8 +41,9 @@ class OrderSource:
         first_epoch: int,
         shard: tuple[int, int] = (0, 1),
         augment: bool = False,
+        files: tuple[str, ...] = (),
     ):
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.files = images, labels, files
         self.batch_size, self.seed, self.first_epoch, self.shard = batch_size, seed, first_epoch, shard
         self.augment = augment
         self._epoch, self._batches = None, []
@@ -54,11 +56,12 @@ class OrderSource:
         if info.iteration >= len(self._batches):
             raise StopIteration
         index = self._batches[info.iteration]
+        images = [np.fromfile(self.files[i], dtype=np.uint8) for i in index] if self.files else self.images[index]
         if not self.augment:
-            return self.images[index], self.labels[index]
+            return images, self.labels[index]
         p = crop_flip_params(self.seed, epoch, info.iteration, 1, self.batch_size, *self.shard)
         start = (np.stack([p.top.numpy(), p.left.numpy()], axis=1) - PAD).astype(np.int32)  # (n, 2): rows, cols
-        return self.images[index], self.labels[index], start, p.flip.numpy().astype(np.int32)
+        return images, self.labels[index], start, p.flip.numpy().astype(np.int32)
 
 
 def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int | None, options: dict):
@@ -82,12 +85,16 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
             batch=True,
             batch_info=True,
             parallel=options["py_num_workers"] > 0,
-            layout=["HWC", "", "", ""][: 4 if source.augment else 2],
+            layout=["" if source.files else "HWC", "", "", ""][: 4 if source.augment else 2],
             dtype=[types.UINT8, types.INT64, types.INT32, types.INT32][: 4 if source.augment else 2],
         )
         images, labels = outputs[0], outputs[1]
+        if source.files:  # encoded storage: nvJPEG on the GPU ("mixed": bytes in host memory, pixels on the device)
+            images = fn.decoders.image(images, device="cpu" if device_id is None else "mixed", output_type=types.RGB)
+        elif device_id is not None:
+            images = images.gpu()
         if device_id is not None:
-            images, labels = images.gpu(), labels.gpu()
+            labels = labels.gpu()
         mirror = 0
         if source.augment:  # the shared crop-flip: a 32x32 window that may start outside the image, zero-padded
             start, mirror = outputs[2], outputs[3]
@@ -141,7 +148,14 @@ class DaliPipeline:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         source = OrderSource(
-            self.images, self.labels, self.batch_size, self.seed, first_epoch, self.shard, self.augment
+            self.images,
+            self.labels,
+            self.batch_size,
+            self.seed,
+            first_epoch,
+            self.shard,
+            self.augment,
+            self.data.train_files,
         )
         pipe = _build(source, self.data, self.batch_size, self.device_id, self.options)
         pipe.build()
@@ -157,7 +171,10 @@ class DaliPipeline:
 
     def describe(self) -> dict:
         augment = "crop-flip" if self.augment else "none"
-        return {"pipeline": self.name, "device_id": self.device_id, **self.options, "augment": augment}
+        described = {"pipeline": self.name, "device_id": self.device_id, **self.options, "augment": augment}
+        if self.data.train_files:
+            described["decoder"] = "DALI fn.decoders.image, " + ("CPU" if self.device_id is None else "mixed (nvJPEG)")
+        return described
 
     def close(self) -> None:
         self._iterator, self._next_epoch = None, None

@@ -30,14 +30,26 @@ class DataError(PersistError):
     """A dataset is missing or unreadable."""
 
 
-def load_dataset(config: RunConfig) -> ImageData:
-    """The dataset named by `config`, cut to `train_size`/`test_size` (the first samples of each split)."""
+def load_dataset(config: RunConfig, on_progress=None) -> ImageData:
+    """The dataset named by `config`, cut to `train_size`/`test_size` (the first samples of each split). With
+    `storage="jpeg"` it is written as JPEG files under the data root on first use (`on_progress(done, total)` follows
+    the writing) and read back from them."""
+    data = raw_dataset(config)
+    if config.storage == "jpeg":
+        from persist.data.storage import load_encoded, prepare, storage_folder
+
+        quality = config.jpeg_quality
+        folder, _ = prepare(data, storage_folder(config.data_root, data, quality), quality, on_progress)
+        data = load_encoded(folder)
+    return data.normalized(config.normalization)
+
+
+def raw_dataset(config: RunConfig) -> ImageData:
+    """The dataset as uint8 arrays, before any storage format: what `persist prepare` encodes."""
     if config.dataset == "synthetic":
-        train_n = config.train_size or SYNTHETIC_SIZES[0]
-        test_n = config.test_size or SYNTHETIC_SIZES[1]
-        return synthetic(train_n, test_n).normalized(config.normalization)
+        return synthetic(config.train_size or SYNTHETIC_SIZES[0], config.test_size or SYNTHETIC_SIZES[1])
     full = cifar10(config.data_root or "data", config.download) if config.dataset == "cifar10" else digits()
-    return subset(full, config.train_size, config.test_size).normalized(config.normalization)
+    return subset(full, config.train_size, config.test_size)
 
 
 def subset(data: ImageData, train_size: int | None, test_size: int | None) -> ImageData:

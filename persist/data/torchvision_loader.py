@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
+from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 from persist.data.augment import PAD, crop_flip_params
@@ -25,14 +26,15 @@ def crop_flip_one(image: torch.Tensor, top: int, left: int, flip: bool) -> torch
 
 
 class ArrayDataset(Dataset):
-    """uint8 HWC images with per-sample v2 transforms: ToImage (HWC -> CHW), the sample's crop-flip if the batch
-    sampler sent its parameters along with its index, then the shared Normalizer.
+    """uint8 HWC images with per-sample v2 transforms: ToImage (HWC -> CHW), or with encoded storage the sample's file
+    read and decoded, then the sample's crop-flip if the batch sampler sent its parameters along with its index, then
+    the shared Normalizer.
 
     v2.ToDtype(scale=True) + v2.Normalize would give the same values up to float rounding (x/255, then (x - m)/s);
     the shared Normalizer's two operations make this pipeline's batches bit-identical to the other two."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: ImageData):
-        self.images, self.labels = images.numpy(), labels
+        self.images, self.labels, self.files = images.numpy(), labels, data.train_files
         self.to_image, self.normalize = v2.ToImage(), v2.Lambda(Normalizer(data), tv_tensors.Image)
 
     def __len__(self) -> int:
@@ -40,7 +42,10 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int, int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
         index, *crop = item if isinstance(item, tuple) else (item,)
-        image = self.to_image(self.images[index])
+        if self.files:  # encoded storage: read the file and decode it here, in the worker (libjpeg-turbo)
+            image = tv_tensors.Image(decode_jpeg(read_file(self.files[index])))
+        else:
+            image = self.to_image(self.images[index])
         if crop:
             image = crop_flip_one(image, *crop)
         return self.normalize(image).as_subclass(torch.Tensor), self.labels[index]

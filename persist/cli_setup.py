@@ -1,0 +1,114 @@
+"""The commands that come before a long run: `persist prepare` writes a dataset as files, `persist stability`
+checks that a regime trains. argparse lives here and in cli.py; every user error is one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from persist.config import PersistError, RunConfig
+from persist.run_options import ints_arg, words_arg
+
+
+def add_setup_commands(commands) -> None:
+    f = commands.add_parser("prepare", help="write a dataset once as encoded files (for --storage jpeg)")
+    f.add_argument("--dataset", default="synthetic", help="synthetic (default) | digits | cifar10")
+    f.add_argument("--format", default="jpeg", help="jpeg (the one format so far)")
+    f.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
+    f.add_argument("--train-size", type=int, help="the first N training samples (default: all)")
+    f.add_argument("--test-size", type=int, help="the first N test samples (default: all)")
+    f.add_argument("--data-root", help="folder of the raw data and of prepared ones (default ./data)")
+    f.add_argument("--download", action="store_true", help="fetch CIFAR-10 if missing (needs network)")
+    f.add_argument(
+        "--out",
+        type=Path,
+        help="where to write (default: the folder --storage jpeg reads, DATA_ROOT/persist-jpeg/<dataset-sizes-hash-q>)",
+    )
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.set_defaults(handler=_prepare)
+    b = commands.add_parser(
+        "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
+    )
+    b.add_argument("--out", type=Path, required=True, help="folder for stability.jsonl and stability.md (resumable)")
+    b.add_argument("--steps", type=int, default=100, help="SGD steps per cell, at least (default 100)")
+    b.add_argument(
+        "--sample-steps",
+        type=int,
+        default=0,
+        help="and at least this many steps x m per cell, so that small m trains as far as large m (default 0)",
+    )
+    b.add_argument("--normalizations", type=words_arg, help="comma-separated: unit,symmetric,standardize")
+    b.add_argument("--batch-sizes", type=ints_arg, help="a subset of the paper's m: 32,256,512")
+    b.add_argument("--persistencies", type=ints_arg, help="a subset of the paper's K: 1,2,5")
+    b.add_argument("--schedules", type=words_arg, help="a subset of the paper's lr schedules: constant,linear")
+    b.add_argument("--dataset", default="synthetic")
+    b.add_argument("--data-root")
+    b.add_argument("--train-size", type=int, default=4096, help="training images (default 4096)")
+    b.add_argument("--test-size", type=int, default=256)
+    b.add_argument("--width", type=float, default=1.0, help="model width (default 1.0, the paper's)")
+    b.add_argument("--pipeline", default="preloaded")
+    b.add_argument("--device", default="auto")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(handler=_stability)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from persist.data.datasets import raw_dataset
+    from persist.data.storage import prepare, storage_folder
+    from persist.progress import CountProgress
+
+    if args.format != "jpeg":
+        raise PersistError(f"format={args.format!r} is not allowed: choose jpeg")
+    config = RunConfig(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        download=args.download,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        storage="jpeg",
+        jpeg_quality=args.quality,
+    )  # validates every value before anything is written
+    data = raw_dataset(config)
+    out = args.out or storage_folder(args.data_root, data, args.quality)
+    with CountProgress(f"writing {data.name} as JPEG q{args.quality}", quiet=args.quiet) as progress:
+        folder, written = prepare(data, out, args.quality, progress)
+    state = "wrote" if written else "found (same dataset, reused)"
+    print(f"{state} {folder}: {len(data.train_y)} training and {len(data.test_y)} test images, JPEG q{args.quality}")
+    return 0
+
+
+def _stability(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from persist.stability import cell_line, markdown, paper_cells, run_stability
+
+    console = Console()
+    if args.steps < 10:
+        raise PersistError(f"steps={args.steps} is not allowed: use 10 or more (the loss is compared over 10 steps)")
+    cells = paper_cells(args.batch_sizes, args.persistencies, args.schedules)
+    base = RunConfig(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        width=args.width,
+        pipeline=args.pipeline,
+        device=args.device,
+        seed=args.seed,
+    )
+    normalizations = args.normalizations or [base.normalization]
+    for n in normalizations:
+        RunConfig(normalization=n)  # one line naming a bad value, before any training
+
+    def on_cell(row: dict) -> None:
+        console.print(cell_line(row), highlight=False)
+
+    if args.sample_steps < 0:
+        raise PersistError(f"sample_steps={args.sample_steps} is not allowed: use 0 or more")
+    rows = run_stability(
+        base, cells, normalizations, args.steps, args.out, on_cell=on_cell, sample_steps=args.sample_steps
+    )
+    (args.out / "stability.md").write_text(markdown(rows))
+    unstable = [r for r in rows if not (r["finite"] and r["falling"])]
+    console.print(f"{len(rows) - len(unstable)} of {len(rows)} cells stable; table in {args.out / 'stability.md'}")
+    return 1 if unstable else 0

@@ -1,0 +1,148 @@
+"""Encoded storage: a dataset written once as JPEG files, so that loading costs what real input costs (read, decode).
+
+`persist prepare` (or `--storage jpeg` on first use) writes DIR/train/<class>/<index>.jpg and DIR/test/..., and
+DIR/index.json: the dataset, a fingerprint of its pixels and labels, the quality, and every sample's file and label
+in sample order. A rerun that finds the same dataset reuses it; a folder that holds anything else is refused. The
+files are written under DIR.partial and renamed when complete, so an interrupted run leaves no half dataset behind.
+
+Reading back gives an ImageData whose pixels are the files decoded once on the CPU (libjpeg-turbo, through
+torchvision), for the test set and the channel statistics, and whose `train_files` let each pipeline read and decode
+the training images itself, as its users do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torchvision.io import decode_jpeg, encode_jpeg, read_file
+
+from persist.config import ConfigError
+from persist.data.base import ImageData
+
+INDEX = "index.json"
+FORMAT_VERSION = 1
+
+
+class StorageError(ConfigError):
+    """A storage folder holds something else, or is damaged."""
+
+
+def fingerprint(data: ImageData) -> str:
+    """A short hash of every pixel and label of both splits: two datasets with the same one are the same data."""
+    digest = hashlib.sha256()
+    for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def describe(data: ImageData, quality: int) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": data.name,
+        "source": fingerprint(data),
+        "format": "jpeg",
+        "quality": quality,
+        "train_size": len(data.train_y),
+        "test_size": len(data.test_y),
+    }
+
+
+def storage_folder(data_root: str | None, data: ImageData, quality: int) -> Path:
+    """Where `--storage jpeg` keeps a dataset by default: one folder per dataset, sizes, content and quality."""
+    name = f"{data.name}-{len(data.train_y)}-{len(data.test_y)}-{fingerprint(data)}-q{quality}"
+    return Path(data_root or "data") / "persist-jpeg" / name
+
+
+def prepare(
+    data: ImageData, out: Path, quality: int, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[Path, bool]:
+    """Write `data` as JPEG files under `out` (once); return the folder and whether it was written just now."""
+    if not 1 <= quality <= 100 or isinstance(quality, bool):
+        raise ConfigError(f"quality={quality!r} is not allowed: use an integer from 1 to 100")
+    out, wanted = Path(out), describe(data, quality)
+    if (out / INDEX).is_file():
+        found = read_index(out)
+        if {key: found.get(key) for key in wanted} != wanted:
+            raise StorageError(
+                f"{out} holds another dataset ({found.get('dataset')}, {found.get('train_size')} + "
+                f"{found.get('test_size')} images, quality {found.get('quality')}, source {found.get('source')}): "
+                "choose another folder"
+            )
+        return out, False
+    if out.exists() and any(out.iterdir()):
+        raise StorageError(f"{out} is not empty and has no {INDEX}: it is not a persist dataset; choose another folder")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what an interrupted run left
+    total, done, splits = len(data.train_y) + len(data.test_y), 0, {}
+    for split, images, labels in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        rows = []
+        for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            relative = f"{split}/{label}/{i:05d}.jpg"
+            (partial / relative).parent.mkdir(parents=True, exist_ok=True)
+            (partial / relative).write_bytes(encode_jpeg(image.permute(2, 0, 1).contiguous(), quality).numpy())
+            rows.append([relative, label])
+            done += 1
+            if on_progress is not None and (done % 1000 == 0 or done == total):
+                on_progress(done, total)
+        splits[split] = rows
+    with open(partial / INDEX, "w") as f:
+        json.dump({**wanted, **splits}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    partial.rename(out)
+    return out, True
+
+
+def prepare_storage(config, on_progress: Callable[[int, int], None] | None = None) -> tuple[Path, bool]:
+    """Write the dataset that `config` names to the folder its `--storage jpeg` reads, if it is not there yet."""
+    from persist.data.datasets import raw_dataset  # datasets imports this module
+
+    data = raw_dataset(config)
+    return prepare(data, storage_folder(config.data_root, data, config.jpeg_quality), config.jpeg_quality, on_progress)
+
+
+def read_index(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / INDEX).read_text())
+    except (OSError, ValueError) as error:
+        raise StorageError(f"{folder / INDEX} is unreadable: {error}") from error
+
+
+def read_files(paths) -> list[torch.Tensor]:
+    """Each file's bytes as a 1-D uint8 tensor."""
+    return [read_file(str(p)) for p in paths]
+
+
+def decode_files(paths, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Read and decode JPEG files into one uint8 NCHW tensor on `device`: nvJPEG on CUDA, libjpeg-turbo on the CPU."""
+    decoded = decode_jpeg(read_files(paths), device=device)
+    return torch.stack(decoded)
+
+
+def load_encoded(folder: Path, name: str | None = None) -> ImageData:
+    """The dataset stored in `folder`, its pixels decoded once on the CPU, with the training files' paths."""
+    from persist.data.datasets import channel_stats  # datasets imports this module
+
+    index, folder = read_index(folder), Path(folder)
+    splits = {}
+    for split in ("train", "test"):
+        files = [str(folder / relative) for relative, _ in index[split]]
+        missing = next((f for f in files if not os.path.isfile(f)), None)
+        if missing is not None:
+            raise StorageError(f"{missing} is missing: the stored dataset in {folder} is incomplete")
+        pixels = decode_files(files).permute(0, 2, 3, 1).contiguous()  # NHWC, like every ImageData
+        labels = torch.tensor([label for _, label in index[split]], dtype=torch.int64)
+        splits[split] = (pixels, labels, tuple(files))
+    mean, std = channel_stats(splits["train"][0])
+    data = ImageData(name or index["dataset"], *splits["train"][:2], *splits["test"][:2], mean, std)
+    return replace(data, train_files=splits["train"][2], storage=f"jpeg q{index['quality']}")
