@@ -52,9 +52,14 @@ def _median(values) -> str:
     return f"{pandas.Series(values).median():.1f}" if values else "not reached"
 
 
-def claim_lines(runs: pandas.DataFrame) -> list[str]:
-    """Markdown bullets, one per claim and pipeline."""
+def claim_lines(runs: pandas.DataFrame, unfinished: pandas.DataFrame | None = None) -> list[str]:
+    """Markdown bullets, one per claim and pipeline. `unfinished` (records.load_unfinished): runs that diverged
+    before finishing an epoch count as never reaching the target."""
     lines = []
+    if unfinished is not None and len(unfinished):
+        lost = unfinished[unfinished["status"].astype(str).str.startswith("diverged")]
+        lost = lost.assign(epochs_to_target=math.nan, seconds_to_target=math.nan, time_per_step_s=math.nan)
+        runs = pandas.concat([runs, lost[[c for c in lost.columns if c in runs.columns]]], ignore_index=True)
     runs = runs[(runs["persistency"] == 1) | (runs["reuse"] == "same")]  # the paper's persistency: the batch as loaded
     small, large = int(runs["batch_size"].min()), int(runs["batch_size"].max())
     k = int(runs["persistency"].max())

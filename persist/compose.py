@@ -133,3 +133,44 @@ def _curve_gap(epochs: pandas.DataFrame, run: str, other: str) -> float:
     b = epochs[epochs["run"] == other].set_index("epoch")["test_acc"]
     both = a.index.intersection(b.index)
     return float((a[both] - b[both]).abs().max()) if len(both) else math.nan
+
+
+def _or_missed(value: float, fmt: str) -> str:
+    return "not reached" if math.isnan(value) else fmt.format(value)
+
+
+def composition_markdown(runs: pandas.DataFrame, checked: pandas.DataFrame) -> list[str]:
+    """The report's section on composed runs: what was composed from what, and the check against full runs."""
+    composed = runs[runs["composed_from"] != ""]
+    if composed.empty:
+        return ["## Composition", "", "Every run here was trained in full: nothing was composed.", ""]
+    lines = [
+        "## Composition: convergence trained once, every pipeline timed",
+        "",
+        f"{len(composed)} runs on {', '.join(sorted(composed['pipeline'].unique()))} were timing runs "
+        f"({', '.join(str(int(e)) for e in sorted(composed['epochs_planned'].unique()))} epochs each). Their steps, "
+        f"epochs and fresh samples to target are those of the same cell (m, K, schedule, seed) on "
+        f"{', '.join(sorted(composed['composed_from'].unique()))}, which feeds bit-identical batches; their seconds "
+        "to target are those steps x their own time per step. So each speedup is that convergence factor x the "
+        "pipeline's own loading factor.",
+        "",
+    ]
+    if checked.empty:
+        return [*lines, "No full run on a timed pipeline was there to check the composition against.", ""]
+    lines += [
+        "Check: full runs on the timed pipeline, their speedup composed from their first epochs (as a timing run "
+        "would have) against the speedup they measured, and the largest test-accuracy difference from the source's "
+        "curve (0: identical at every epoch).",
+        "",
+        "| pipeline | m | K | schedule | seed | source | timing epochs | composed x | measured x | error % | "
+        "max acc diff |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, c in checked.iterrows():
+        lines.append(
+            f"| {c['pipeline']} | {c['batch_size']} | {c['persistency']} | {c['lr_schedule']} | {c['seed']} | "
+            f"{c['source']} | {c['timing_epochs']} | {_or_missed(c['composed_speedup'], '{:.2f}')} | "
+            f"{_or_missed(c['measured_speedup'], '{:.2f}')} | {_or_missed(c['error_pct'], '{:+.1f}')} | "
+            f"{c['max_acc_diff']:.4f} |"
+        )
+    return [*lines, ""]

@@ -188,3 +188,18 @@ def load_runs(paths) -> pandas.DataFrame:
             row.update({f"dist_{k}": v for k, v in row.pop("dist").items()})
             rows.append(row)
     return pandas.DataFrame(rows)
+
+
+def load_unfinished(paths) -> pandas.DataFrame:
+    """One row per run with no finished epoch (config columns, `run` and `status`): a run that diverged in its first
+    epoch leaves nothing in load_runs, yet it is a result."""
+    import pandas
+
+    rows = []
+    for path in map(Path, paths):
+        manifest = read_manifest(path)
+        if manifest is not None and not read_records(path):
+            rows.append(
+                {"run": str(path), "status": manifest.get("status", "unknown"), **LEGACY_VALUES, **manifest["config"]}
+            )
+    return pandas.DataFrame(rows)

@@ -14,9 +14,9 @@ from rich.table import Table
 
 from persist.analysis import TARGET_FRACTION, composed_runs, decomposition
 from persist.claims import claim_lines
-from persist.compose import checks, sources
+from persist.compose import checks, composition_markdown, sources
 from persist.figures import adaptive_figures, paper_figures, reuse_figures
-from persist.records import load_evals, load_runs, read_manifest
+from persist.records import load_evals, load_runs, load_unfinished, read_manifest
 
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),
@@ -159,62 +159,24 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
             figures += draw(measured, pipeline, out)
     (console or Console()).print(rich_table(table, targets))
     report = out / "report.md"
-    runs, _ = composed_runs(epochs, target, evals)
-    extra = [
-        "",
-        "## The paper's claims",
-        "",
-        *claim_lines(runs),
-        "",
-        *_composition(runs, checks(epochs, runs, sources(epochs))),
-    ]
+    runs, unfinished = composed_runs(epochs, target, evals)[0], load_unfinished(run_dirs)
+    extra = ["", "## The paper's claims", "", *claim_lines(runs, unfinished), ""]
+    extra += composition_markdown(runs, checks(epochs, runs, sources(epochs)))
+    if len(unfinished):
+        names = ", ".join(
+            f"{Path(r).name} ({str(status).split(':')[0]})"
+            for r, status in zip(unfinished["run"], unfinished["status"], strict=True)
+        )
+        extra += [
+            f"Runs with no finished epoch (in no table or figure; the claims count a divergence as a miss): {names}",
+            "",
+        ]
     report.write_text(
         _markdown(
             epochs, table, targets, target_given, figures, _machine(run_dirs[0]), interpolated=not evals.empty
         ).replace("\n## Decomposition\n", "\n".join(extra) + "\n## Decomposition\n", 1)
     )
     return report
-
-
-def _or_missed(value: float, fmt: str) -> str:
-    return "not reached" if math.isnan(value) else fmt.format(value)
-
-
-def _composition(runs: pandas.DataFrame, checked: pandas.DataFrame) -> list[str]:
-    """The report's section on composed runs: what was composed from what, and the check against full runs."""
-    composed = runs[runs["composed_from"] != ""]
-    if composed.empty:
-        return ["## Composition", "", "Every run here was trained in full: nothing was composed.", ""]
-    lines = [
-        "## Composition: convergence trained once, every pipeline timed",
-        "",
-        f"{len(composed)} runs on {', '.join(sorted(composed['pipeline'].unique()))} were timing runs "
-        f"({', '.join(str(int(e)) for e in sorted(composed['epochs_planned'].unique()))} epochs each). Their steps, "
-        f"epochs and fresh samples to target are those of the same cell (m, K, schedule, seed) on "
-        f"{', '.join(sorted(composed['composed_from'].unique()))}, which feeds bit-identical batches; their seconds "
-        "to target are those steps x their own time per step. So each speedup is that convergence factor x the "
-        "pipeline's own loading factor.",
-        "",
-    ]
-    if checked.empty:
-        return [*lines, "No full run on a timed pipeline was there to check the composition against.", ""]
-    lines += [
-        "Check: full runs on the timed pipeline, their speedup composed from their first epochs (as a timing run "
-        "would have) against the speedup they measured, and the largest test-accuracy difference from the source's "
-        "curve (0: identical at every epoch).",
-        "",
-        "| pipeline | m | K | schedule | seed | source | timing epochs | composed x | measured x | error % | "
-        "max acc diff |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for _, c in checked.iterrows():
-        lines.append(
-            f"| {c['pipeline']} | {c['batch_size']} | {c['persistency']} | {c['lr_schedule']} | {c['seed']} | "
-            f"{c['source']} | {c['timing_epochs']} | {_or_missed(c['composed_speedup'], '{:.2f}')} | "
-            f"{_or_missed(c['measured_speedup'], '{:.2f}')} | {_or_missed(c['error_pct'], '{:+.1f}')} | "
-            f"{c['max_acc_diff']:.4f} |"
-        )
-    return [*lines, ""]
 
 
 def _machine(run_dir: Path) -> str:

@@ -152,3 +152,20 @@ def test_sweep_refuses_timing_epochs_with_full(tmp_path, capsys):
     assert main(["sweep", "--preset", "cpu", "--out", str(tmp_path / "s"), "--timing-epochs", "0"]) == 2
     assert "timing_epochs=0 is not allowed: use an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_run_that_diverged_before_its_first_epoch_counts_as_a_miss(tmp_path):
+    from persist.records import load_unfinished
+
+    runs = _claim_runs([2.0, 3.0], [3.0, 3.0], schedule="constant")
+    linear = runs[runs["persistency"] == 5].assign(lr_schedule="linear", seconds_to_target=2.0)
+    both = pandas.concat([runs, linear.iloc[:1]], ignore_index=True)  # seed 1's k*mu run left no epoch
+    (tmp_path / "run").mkdir()
+    config = {"pipeline": "preloaded", "batch_size": 32, "persistency": 5, "lr_schedule": "linear", "seed": 1}
+    manifest = {"config": config, "status": "diverged in epoch 1: DivergedError: nan"}
+    (tmp_path / "run" / "manifest.json").write_text(__import__("json").dumps(manifest))
+    unfinished = load_unfinished([tmp_path / "run"])
+    assert list(unfinished["reuse"]) == ["same"]  # a field it predates reads as its old value
+    lines = [line for line in claim_lines(both, unfinished) if "k*mu" in line]
+    assert "**mixed (1 of 2 seeds)**" in lines[0]  # seed 0 won; the divergence of seed 1 is a miss, not a gap
+    assert "**held (1 of 1 seeds)**" in next(line for line in claim_lines(both) if "k*mu" in line)
