@@ -57,10 +57,10 @@ def bench_pipeline_only(benchmark, setup, pipeline_data, pipeline, m):
     )
 
 
-REFERENCES = {
-    "preloaded": (references.preloaded_loop, {}),
-    "torchvision": (references.dataloader_loop, {}),
-    "dali": (references.dali_loop, {}),
+REFERENCES = {  # each loop, and the pipeline settings (as describe() records them) that it takes over
+    "preloaded": (references.preloaded_loop, ()),
+    "torchvision": (references.dataloader_loop, ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")),
+    "dali": (references.dali_loop, ("num_threads",)),
 }
 
 
@@ -79,7 +79,7 @@ def bench_against_hand_written(benchmark, setup, pipeline_data, pipeline):
     ours s); the check fails only when the 95% interval of the median ratio lies wholly below MIN_RATIO."""
     m = 256
     config = replace(setup.base, pipeline=pipeline, batch_size=m, train_size=None)
-    make_reference, options = REFERENCES[pipeline]
+    make_reference, settings = REFERENCES[pipeline]
     reference_s: list[float] = []
     live: list = []
 
@@ -89,6 +89,7 @@ def bench_against_hand_written(benchmark, setup, pipeline_data, pipeline):
         live.clear()
         ours = make_pipeline(config, pipeline_data, setup.device)
         live.append(ours)
+        options = {name: ours.describe()[name] for name in settings}  # the same workers, pinning and threads
         reference, ours_epoch = make_reference(pipeline_data, m, setup.device, **options), _epoch_of(ours, setup.device)
         reference(), ours_epoch()  # warm-up: first epochs build pipelines, start threads and fill prefetch queues
         reference_s.append(_clocked(reference))

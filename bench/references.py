@@ -32,14 +32,24 @@ def preloaded_loop(data: ImageData, batch_size: int, device: torch.device):
     return epoch
 
 
-def dataloader_loop(data: ImageData, batch_size: int, device: torch.device, num_workers: int = 0):
+def dataloader_loop(
+    data: ImageData,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
+):
     loader = DataLoader(
         ArrayDataset(data.train_x, data.train_y, data),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
         num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
+        prefetch_factor=prefetch_factor,
     )
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
 

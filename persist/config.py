@@ -132,9 +132,10 @@ class RunConfig:
         for name in ("prefetch_factor", "dali_threads", "dali_prefetch_depth"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
-        if self.prefetch_factor is not None and not self.num_workers:
+        # with num_workers unset, the default depends on the machine: persist/data/settings.py checks these then
+        if self.prefetch_factor is not None and self.num_workers == 0:
             raise ConfigError(f"prefetch_factor={self.prefetch_factor} needs num_workers >= 1")
-        if self.persistent_workers and not self.num_workers:
+        if self.persistent_workers and self.num_workers == 0:
             raise ConfigError("persistent_workers=True needs num_workers >= 1")
 
     def as_dict(self) -> dict:

@@ -42,10 +42,41 @@ def test_pipeline_options_are_refused_for_other_pipelines():
 
 
 def test_worker_only_options_need_workers():
+    import torch
+
+    from persist.data.settings import loader_settings
+
     with pytest.raises(ConfigError, match="prefetch_factor=2 needs num_workers >= 1"):
-        RunConfig(pipeline="torchvision", prefetch_factor=2)
+        RunConfig(pipeline="torchvision", prefetch_factor=2, num_workers=0)
     with pytest.raises(ConfigError, match="persistent_workers=True needs num_workers >= 1"):
         RunConfig(pipeline="torchvision", persistent_workers=True, num_workers=0)
+    # with num_workers unset the machine decides: 0 on a CPU device, so a prefetch factor is refused there ...
+    config = RunConfig(pipeline="torchvision", prefetch_factor=2)
+    with pytest.raises(ConfigError, match=r"prefetch_factor=2 needs num_workers >= 1 \(the default on a cpu device"):
+        loader_settings(config, torch.device("cpu"), cpu_count=16)
+    # ... and workers on CUDA, where the flag then applies
+    assert loader_settings(config, torch.device("cuda"), cpu_count=16)[0]["prefetch_factor"] == 2
+
+
+def test_loader_settings_follow_the_machine_unless_a_flag_says_otherwise():
+    import torch
+
+    from persist.data.settings import loader_settings
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    tv, dali, chosen = loader_settings(RunConfig(pipeline="torchvision"), cuda, world_size=1, cpu_count=16)
+    assert tv == {"num_workers": 8, "pin_memory": True, "persistent_workers": True, "prefetch_factor": 2}
+    assert chosen == "16 cores, 1 rank(s) on cuda; set by flag: none"
+    tv, _, _ = loader_settings(RunConfig(pipeline="torchvision"), cuda, world_size=4, cpu_count=16)
+    assert tv["num_workers"] == 3  # 4 cores per rank, one kept for the training process
+    assert loader_settings(RunConfig(pipeline="dali"), cuda, cpu_count=16)[1]["num_threads"] == 4
+    assert loader_settings(RunConfig(pipeline="dali"), cuda, cpu_count=2)[1]["num_threads"] == 2
+    tv, dali, _ = loader_settings(RunConfig(pipeline="torchvision"), cpu, cpu_count=16)
+    assert tv == {"num_workers": 0, "pin_memory": False, "persistent_workers": False, "prefetch_factor": None}
+    assert dali["num_threads"] == 1
+    given = RunConfig(pipeline="torchvision", num_workers=2, pin_memory=False)
+    tv, _, chosen = loader_settings(given, cuda, cpu_count=16)
+    assert tv["num_workers"] == 2 and tv["pin_memory"] is False and chosen.endswith("num_workers, pin_memory")
 
 
 def test_defaults_are_the_papers():

@@ -139,6 +139,7 @@ def test_manifest_options_are_recorded(tiny_data):
         "prefetch_queue_depth": 2,
         "py_num_workers": 0,
         "augment": "none",  # whether the pipeline itself crops and flips (under --reuse reaugment the trainer does)
+        "settings": f"{os.cpu_count()} cores, 1 rank(s) on cpu; set by flag: dali_threads",
     }
     t = make_pipeline(RunConfig(pipeline="torchvision", num_workers=1, device="cpu"), tiny_data, CPU)
     assert t.describe()["num_workers"] == 1 and t.describe()["pin_memory"] is False

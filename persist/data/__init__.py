@@ -10,6 +10,7 @@ import torch
 from persist.config import RunConfig
 from persist.data.base import Batch, ImageData, Pipeline, batch_indices, epoch_order
 from persist.data.datasets import DataError, load_dataset
+from persist.data.settings import loader_settings
 
 __all__ = ["DataError", "ImageData", "Pipeline", "batch_indices", "epoch_order", "load_dataset", "make_pipeline"]
 
@@ -54,22 +55,11 @@ def make_pipeline(
     elif config.pipeline == "torchvision":
         from persist.data.torchvision_loader import TorchvisionPipeline
 
-        pipeline = TorchvisionPipeline(
-            *args,
-            num_workers=config.num_workers or 0,
-            pin_memory=config.pin_memory,
-            persistent_workers=bool(config.persistent_workers),
-            prefetch_factor=config.prefetch_factor,
-            **shard,
-        )
+        options, _, chosen = loader_settings(config, device, world_size)
+        pipeline = TorchvisionPipeline(*args, **options, settings_chosen_from=chosen, **shard)
     else:
         from persist.data.dali_loader import DaliPipeline
 
-        pipeline = DaliPipeline(
-            *args,
-            num_threads=config.dali_threads or 1,
-            prefetch_queue_depth=config.dali_prefetch_depth or 2,
-            py_num_workers=config.dali_py_workers or 0,
-            **shard,
-        )
+        _, options, chosen = loader_settings(config, device, world_size)
+        pipeline = DaliPipeline(*args, **options, settings_chosen_from=chosen, **shard)
     return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline

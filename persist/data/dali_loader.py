@@ -124,9 +124,11 @@ class DaliPipeline:
         prefetch_queue_depth: int = 2,
         py_num_workers: int = 0,
         augment: bool = False,
+        settings_chosen_from: str = "",
         rank: int = 0,
         world_size: int = 1,
     ):
+        self.settings_chosen_from = settings_chosen_from
         ok, reason = dali_available()
         if not ok:
             raise PersistError(reason)
@@ -172,6 +174,7 @@ class DaliPipeline:
     def describe(self) -> dict:
         augment = "crop-flip" if self.augment else "none"
         described = {"pipeline": self.name, "device_id": self.device_id, **self.options, "augment": augment}
+        described["settings"] = self.settings_chosen_from
         if self.data.train_files:
             described["decoder"] = "DALI fn.decoders.image, " + ("CPU" if self.device_id is None else "mixed (nvJPEG)")
         return described

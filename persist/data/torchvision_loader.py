@@ -90,9 +90,11 @@ class TorchvisionPipeline:
         persistent_workers: bool = False,
         prefetch_factor: int | None = None,
         augment: bool = False,
+        settings_chosen_from: str = "",
         rank: int = 0,
         world_size: int = 1,
     ):
+        self.settings_chosen_from = settings_chosen_from
         self.device = device
         self.pin_memory = device.type == "cuda" if pin_memory is None else pin_memory
         self.sampler = EpochBatchSampler(len(data.train_y), batch_size, seed, rank, world_size, augment)
@@ -116,7 +118,8 @@ class TorchvisionPipeline:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def describe(self) -> dict:
-        return {"pipeline": self.name, **self.options, "augment": "crop-flip" if self.sampler.augment else "none"}
+        augment = "crop-flip" if self.sampler.augment else "none"
+        return {"pipeline": self.name, **self.options, "augment": augment, "settings": self.settings_chosen_from}
 
     def close(self) -> None:
         # Shut persistent workers down now rather than at interpreter exit.
