@@ -40,6 +40,12 @@ def pytest_addoption(parser):
     group.addoption("--persist-data-root", default=None, help="folder holding cifar-10-batches-py")
     group.addoption("--persist-rounds", type=int, default=3, help="timed rounds per cell, after 1 warm-up round")
     group.addoption(
+        "--persist-storage",
+        default="raw",
+        choices=("raw", "jpeg"),
+        help="raw arrays (default) | jpeg: files under the data root, read and decoded by every pipeline",
+    )
+    group.addoption(
         "--persist-train-size",
         type=int,
         default=None,
@@ -78,6 +84,7 @@ def _setup(config) -> BenchSetup:
     base = RunConfig(
         dataset=config.getoption("--persist-dataset"),
         data_root=config.getoption("--persist-data-root"),
+        storage=config.getoption("--persist-storage"),
         device=str(device),
         **sizes,
     )
@@ -161,6 +168,7 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         "batch_size": config.batch_size,
         "persistency": config.persistency,
         "lr_schedule": config.lr_schedule,
+        "storage": config.storage,
         "delay_ms": config.delay_ms,
         "device": device_name(trainer.device),
         "clock": last["clock"],

@@ -57,6 +57,7 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "pipeline": info["pipeline"],
                 "batch_size": info["batch_size"],
                 "persistency": info["persistency"],
+                "storage": info.get("storage", "raw"),
                 "device": info["device"],
                 "clock": info["clock"],
                 "epoch_median_s": median_s,
@@ -190,11 +191,51 @@ def render_checks(rows: list[dict]) -> Table:
     return table
 
 
+def loading_rows(benchmarks: list[dict]) -> list[dict]:
+    """Pipeline-only cells (no model): img/s per pipeline and m, and with JPEG storage the decoder and, for preloaded,
+    its one decode of every file before training (decode img/s = files / decode_setup_s)."""
+    rows = []
+    for bench in benchmarks:
+        info = bench.get("extra_info", {})
+        if info.get("kind") != "pipeline_only":
+            continue
+        setup_s, files = info.get("decode_setup_s"), info.get("files_decoded") or 0
+        rows.append(
+            {
+                "pipeline": info["pipeline"],
+                "batch_size": info["batch_size"],
+                "storage": info.get("storage", "raw"),
+                "img_per_s": info["img_per_s"],
+                "decoder": info.get("decoder", "-"),
+                "decode_setup_s": setup_s,
+                "setup_decode_img_per_s": files / setup_s if setup_s else None,
+            }
+        )
+    return sorted(rows, key=lambda r: (r["pipeline"], r["batch_size"]))
+
+
+def render_loading(rows: list[dict]) -> Table:
+    table = Table(
+        "pipeline", "m", "storage", "img/s per epoch", "decoder", "decode once s", "decode once img/s",
+        title="persist: pipelines alone (no model): one epoch of loading; preloaded decodes every file once, before it",
+    )  # fmt: skip
+    for r in rows:
+        once = r["decode_setup_s"]
+        table.add_row(
+            r["pipeline"], str(r["batch_size"]), r["storage"], f"{r['img_per_s']:,.0f}", r["decoder"],
+            "-" if once is None else f"{once:.2f}",
+            "-" if r["setup_decode_img_per_s"] is None else f"{r['setup_decode_img_per_s']:,.0f}",
+        )  # fmt: skip
+    return table
+
+
 def title_for(rows: list[dict]) -> str:
     devices = sorted({r["device"] for r in rows})
     clocks = sorted({r["clock"] for r in rows})
+    storage = ", ".join(sorted({r.get("storage", "raw") for r in rows}))
     return (
-        f"persist: one training epoch per cell on {', '.join(devices) or '?'} (clock: {', '.join(clocks) or '?'}); "
+        f"persist: one training epoch per cell on {', '.join(devices) or '?'} (clock: {', '.join(clocks) or '?'}; "
+        f"storage: {storage}); "
         "img/s = fresh samples per second; % of the epoch's median wall time"
     )
 
@@ -206,6 +247,9 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
         console.print(render(rows, title_for(rows)))
     else:
         console.print("persist: no training-epoch cells in these benchmarks")
+    loading = loading_rows(benchmarks)
+    if loading:
+        console.print(render_loading(loading))
     scaling = scaling_rows(benchmarks)
     if scaling:
         console.print(render_scaling(scaling))

@@ -98,3 +98,29 @@ def test_every_k_is_predicted_from_its_k1_cell():
     one, five = summary_rows([k1, k5])
     assert one["predicted_epoch_s"] == pytest.approx(1.0) and one["prediction_error_pct"] == pytest.approx(0)
     assert five["predicted_epoch_s"] == pytest.approx(3.0) and five["prediction_error_pct"] == pytest.approx(25)
+
+
+def test_the_loading_table_gives_each_pipelines_img_per_s_and_the_one_time_decode():
+    from persist.summary import loading_rows, render_loading
+
+    def only(pipeline, m, img_per_s, **extra):
+        info = {"kind": "pipeline_only", "pipeline": pipeline, "batch_size": m, "img_per_s": img_per_s}
+        return {"name": f"bench_pipeline_only[{pipeline}-m{m}]", "extra_info": {**info, **extra}}
+
+    benchmarks = [
+        only("torchvision", 256, 4000.0, storage="jpeg", decoder="libjpeg-turbo", files_decoded=8192),
+        only("preloaded", 256, 300_000.0, storage="jpeg", decoder="nvJPEG", decode_setup_s=0.5, files_decoded=8192),
+        only("preloaded", 32, 250_000.0),  # raw storage, from a file written before storage existed
+    ]
+    rows = loading_rows(benchmarks)
+    assert [(r["pipeline"], r["batch_size"], r["storage"]) for r in rows] == [
+        ("preloaded", 32, "raw"),
+        ("preloaded", 256, "jpeg"),
+        ("torchvision", 256, "jpeg"),
+    ]
+    assert rows[1]["setup_decode_img_per_s"] == pytest.approx(8192 / 0.5)
+    assert rows[0]["setup_decode_img_per_s"] is None and rows[2]["setup_decode_img_per_s"] is None
+    console = Console(width=200, record=True)
+    console.print(render_loading(rows))
+    text = console.export_text()
+    assert "16,384" in text and "nvJPEG" in text and "4,000" in text

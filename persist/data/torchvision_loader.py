@@ -35,17 +35,19 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: ImageData):
         self.images, self.labels, self.files = images.numpy(), labels, data.train_files
-        self.to_image, self.normalize = v2.ToImage(), v2.Lambda(Normalizer(data), tv_tensors.Image)
+        self.normalizer = Normalizer(data)
+        self.to_image, self.normalize = v2.ToImage(), v2.Lambda(self.normalizer, tv_tensors.Image)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, item: int | tuple[int, int, int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
         index, *crop = item if isinstance(item, tuple) else (item,)
-        if self.files:  # encoded storage: read the file and decode it here, in the worker (libjpeg-turbo)
-            image = tv_tensors.Image(decode_jpeg(read_file(self.files[index])))
-        else:
-            image = self.to_image(self.images[index])
+        if self.files:  # encoded storage: read and decode in the worker (libjpeg-turbo), then plain tensor ops
+            image = decode_jpeg(read_file(self.files[index]))  # CHW already: no tv_tensor wrapping to pay for
+            image = crop_flip_one(image, *crop) if crop else image
+            return self.normalizer(image), self.labels[index]
+        image = self.to_image(self.images[index])
         if crop:
             image = crop_flip_one(image, *crop)
         return self.normalize(image).as_subclass(torch.Tensor), self.labels[index]
@@ -119,7 +121,10 @@ class TorchvisionPipeline:
 
     def describe(self) -> dict:
         augment = "crop-flip" if self.sampler.augment else "none"
-        return {"pipeline": self.name, **self.options, "augment": augment, "settings": self.settings_chosen_from}
+        described = {"pipeline": self.name, **self.options, "augment": augment, "settings": self.settings_chosen_from}
+        if self.loader.dataset.files:
+            described["decoder"] = "libjpeg-turbo (torchvision.io, per sample in the loader)"
+        return described
 
     def close(self) -> None:
         # Shut persistent workers down now rather than at interpreter exit.
