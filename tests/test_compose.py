@@ -169,3 +169,20 @@ def test_a_run_that_diverged_before_its_first_epoch_counts_as_a_miss(tmp_path):
     lines = [line for line in claim_lines(both, unfinished) if "k*mu" in line]
     assert "**mixed (1 of 2 seeds)**" in lines[0]  # seed 0 won; the divergence of seed 1 is a miss, not a gap
     assert "**held (1 of 1 seeds)**" in next(line for line in claim_lines(both) if "k*mu" in line)
+
+
+def test_a_sweep_can_cross_reuse_variants_and_refuses_reaugment_without_crop_flip():
+    from persist.config import ConfigError
+    from persist.sweep import grid_from_args, run_name
+
+    grid = grid_from_args("cpu", pipelines=["preloaded"], batch_sizes=[32], persistencies=[1, 2], seeds=range(1),
+                          schedules=["constant"], reuses=["same", "reaugment"], augment="crop-flip")  # fmt: skip
+    names = [run_name(c) for c in grid.configs()]
+    assert names == [
+        "preloaded-m32-K1-constant-s0",
+        "preloaded-m32-K2-constant-s0",
+        "preloaded-m32-K2-constant-reaugment-s0",
+    ]
+    assert all(c.augment == "crop-flip" for c in grid.configs())
+    with pytest.raises(ConfigError, match="reuse='reaugment' needs augment='crop-flip'"):
+        grid_from_args("cpu", reuses=["reaugment"])
