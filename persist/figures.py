@@ -78,33 +78,32 @@ def paper_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Pa
     return paths
 
 
+def _two_way(by_m: pandas.DataFrame, column: str, solid: str, title: str, path: Path) -> list[Path]:
+    """One figure setting two values of `column` side by side for each K (`solid` solid, the other dashed)."""
+    if by_m[column].nunique() < 2:
+        return []
+    fig, axes = _figure(title)
+    for (k, value), runs in by_m.groupby(["persistency", column]):
+        style = {"linestyle": "-" if value == solid else "--", "color": f"C{k}"}
+        _draw(axes, seed_curves(runs), f"K = {k}, {value}", style)
+    return [_save(fig, axes, path)]
+
+
 def adaptive_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Path]:
     paths = []
     for reuse, data in _by_reuse(epochs, pipeline):
         title, name = _suffix(reuse)
         for m, by_m in data[data["persistency"] > 1].groupby("batch_size"):
-            if by_m["lr_schedule"].nunique() < 2:
-                continue
-            fig, axes = _figure(f"{pipeline} pipeline, m = {m}{title}: constant lr (solid) against k*mu (dashed)")
-            for (k, schedule), runs in by_m.groupby(["persistency", "lr_schedule"]):
-                style = {"linestyle": "--" if schedule == "linear" else "-", "color": f"C{k}"}
-                _draw(axes, seed_curves(runs), f"K = {k}, {schedule}", style)
-            paths.append(_save(fig, axes, out / f"fig-adaptive-{pipeline}-m{m}{name}.png"))
+            heading = f"{pipeline} pipeline, m = {m}{title}: constant lr (solid) against k*mu (dashed)"
+            paths += _two_way(by_m, "lr_schedule", "constant", heading, out / f"fig-adaptive-{pipeline}-m{m}{name}.png")
     return paths
 
 
 def reuse_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Path]:
     """Where both reuse variants ran: the paper's reuse (solid) against a fresh crop-flip per use (dashed)."""
     paths = []
-    data = epochs[
-        (epochs["pipeline"] == pipeline) & (epochs["persistency"] > 1) & (epochs["lr_schedule"] == "constant")
-    ]
-    for m, by_m in data.groupby("batch_size"):
-        if by_m["reuse"].nunique() < 2:
-            continue
-        fig, axes = _figure(f"{pipeline} pipeline, m = {m}, constant lr: reuse same (solid) against reaugment (dashed)")
-        for (k, reuse), runs in by_m.groupby(["persistency", "reuse"]):
-            style = {"linestyle": "-" if reuse == "same" else "--", "color": f"C{k}"}
-            _draw(axes, seed_curves(runs), f"K = {k}, {reuse}", style)
-        paths.append(_save(fig, axes, out / f"fig-reuse-{pipeline}-m{m}.png"))
+    data = epochs[(epochs["pipeline"] == pipeline) & (epochs["persistency"] > 1)]
+    for m, by_m in data[data["lr_schedule"] == "constant"].groupby("batch_size"):
+        heading = f"{pipeline} pipeline, m = {m}, constant lr: reuse same (solid) against reaugment (dashed)"
+        paths += _two_way(by_m, "reuse", "same", heading, out / f"fig-reuse-{pipeline}-m{m}.png")
     return paths

@@ -1,5 +1,6 @@
 """persist sweep -> persist report, end to end on tiny runs: folders, figures, tables, and bad input."""
 
+import pandas
 import pytest
 
 from persist.cli import main
@@ -99,3 +100,24 @@ def test_a_sweep_budget_gives_every_k_the_same_work(tmp_path, monkeypatch_module
     before = {p.name: (p / "epochs.jsonl").read_text() for p in out.iterdir()}
     assert main(args) == 0  # a rerun: every budget is spent, nothing trains again
     assert {p.name: (p / "epochs.jsonl").read_text() for p in out.iterdir()} == before
+
+
+def test_reuse_variants_get_their_own_figures_and_one_side_by_side(tmp_path):
+    from test_analysis import _epochs, _frame
+
+    from persist.figures import paper_figures, reuse_figures
+
+    rows = _frame(
+        _epochs("preloaded", 32, 1, 0, [0.2, 0.4], 1.0, 0.9),
+        _epochs("preloaded", 32, 2, 0, [0.3, 0.5], 2.0, 1.8),
+    )
+    reaugment = _frame(_epochs("preloaded", 32, 2, 0, [0.35, 0.55], 2.1, 1.9)).assign(
+        reuse="reaugment", augment="crop-flip", run="preloaded-m32-K2-constant-reaugment-s0"
+    )
+    epochs = pandas.concat([rows, reaugment], ignore_index=True)
+    names = {
+        p.name for p in paper_figures(epochs, "preloaded", tmp_path) + reuse_figures(epochs, "preloaded", tmp_path)
+    }
+    assert names == {"fig-preloaded-m32.png", "fig-preloaded-m32-reaugment.png", "fig-reuse-preloaded-m32.png"}
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in names)
+    assert reuse_figures(rows, "preloaded", tmp_path) == []  # one variant: nothing to compare
