@@ -118,9 +118,12 @@ def test_reaugment_needs_crop_flip_and_bad_values_are_one_line(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_reaugment_runs_are_identical_through_every_pipeline(tmp_path):
+@pytest.mark.parametrize("storage", ["raw", "jpeg"])
+def test_reaugment_runs_are_identical_through_every_pipeline(tmp_path, storage):
+    """The issue's whole path: stored files (written on first use), crop-flip, a fresh crop-flip per use."""
     common = ["train", "--dataset", "synthetic", "--train-size", "256", "--test-size", "64", "--width", "0.125"]
     common += ["-m", "32", "-K", "3", "--epochs", "2", "--augment", "crop-flip", "--reuse", "reaugment"]
+    common += ["--storage", storage, "--data-root", str(tmp_path / "data")]
     pipelines = ["preloaded", "torchvision"] + (["dali"] if HAS_DALI else [])
     losses = {}
     for pipeline in pipelines:
