@@ -33,7 +33,11 @@ class CropFlip:
         return len(self.top)
 
     def to(self, device: torch.device) -> CropFlip:
-        return CropFlip(self.top.to(device), self.left.to(device), self.flip.to(device))
+        if device.type != "cuda":
+            return CropFlip(self.top.to(device), self.left.to(device), self.flip.to(device))
+        # from pinned host memory, non_blocking: the copy is queued behind the GPU's work and the host does not
+        # wait for it (a copy from pageable memory would make the host wait for every queued kernel)
+        return CropFlip(*(t.pin_memory().to(device, non_blocking=True) for t in (self.top, self.left, self.flip)))
 
 
 def crop_flip_params(
