@@ -85,6 +85,7 @@ def per_run(
                 "epochs_done": len(run),
                 "epochs_planned": run["epochs"].iloc[0],
                 "diverged": _diverged(run),
+                "finished": "status" in run and str(run["status"].iloc[0]).startswith("finished"),
                 "best_test_acc": run["test_acc"].max(),
                 "time_per_step_s": wall / steps,
                 "compute_per_step_s": compute / steps,
@@ -105,7 +106,8 @@ def per_run(
             rows[-1].update(interpolate_to_target(run_evals, target), resolution="evaluations")
             rows[-1]["epochs_to_target"] = rows[-1]["fresh_samples_to_target"] / fresh_per_epoch
     runs = pandas.DataFrame(rows)
-    runs["partial"] = runs["epochs_done"] < runs["epochs_planned"]
+    # a run whose budget ended it is complete, however many epochs it was allowed
+    runs["partial"] = (runs["epochs_done"] < runs["epochs_planned"]) & ~runs["finished"]
     return runs
 
 

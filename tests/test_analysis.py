@@ -128,3 +128,13 @@ def test_diverged_runs_are_noted_and_do_not_set_the_default_target():
     table, targets = decomposition(frame)
     assert targets == pytest.approx({("preloaded", 32): 0.57})  # 95% of the healthy K=1 run's 0.6
     assert "1 seed(s) diverged" in table[table["persistency"] == 5].iloc[0]["note"]
+
+
+def test_a_run_that_its_budget_ended_is_not_partial():
+    spent = [{**row, "status": "finished (budget spent)"} for row in _epochs("preloaded", 32, 1, 0, [0.2, 0.5], 1, 1)]
+    running = [{**row, "status": "running"} for row in _epochs("preloaded", 32, 1, 1, [0.2, 0.5], 1, 1)]
+    for rows in (spent, running):
+        for row in rows:
+            row["epochs"] = 1_000_000  # a budget alone: the epoch count is uncapped
+    runs = per_run(_frame(spent, running), {("preloaded", 32): 0.5}).set_index("seed")
+    assert not runs.loc[0, "partial"] and runs.loc[1, "partial"]
