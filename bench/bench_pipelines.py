@@ -81,7 +81,8 @@ def bench_against_hand_written(benchmark, setup, pipeline_data, pipeline):
     must sample that too, or one unlucky instance would look like a real shortfall. One ratio per pair (theirs s /
     ours s); the check fails only when the 95% interval of the median ratio lies wholly below MIN_RATIO."""
     m = 256
-    config = replace(setup.base, pipeline=pipeline, batch_size=m, train_size=None)
+    # the hand-written loops do not augment: compare like with like
+    config = replace(setup.base, pipeline=pipeline, batch_size=m, train_size=None, augment="none", reuse="same")
     make_reference, settings = REFERENCES[pipeline]
     reference_s: list[float] = []
     live: list = []

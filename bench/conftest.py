@@ -46,6 +46,13 @@ def pytest_addoption(parser):
         help="raw arrays (default) | jpeg: files under the data root, read and decoded by every pipeline",
     )
     group.addoption(
+        "--persist-augment",
+        default="none",
+        choices=("none", "crop-flip", "crop-flip-reaugment"),
+        help="none (default) | crop-flip in every pipeline | crop-flip-reaugment: a fresh crop-flip per use, on the "
+        "device (training cells; the checks against hand-written loops stay unaugmented)",
+    )
+    group.addoption(
         "--persist-train-size",
         type=int,
         default=None,
@@ -85,6 +92,8 @@ def _setup(config) -> BenchSetup:
         dataset=config.getoption("--persist-dataset"),
         data_root=config.getoption("--persist-data-root"),
         storage=config.getoption("--persist-storage"),
+        augment="none" if config.getoption("--persist-augment") == "none" else "crop-flip",
+        reuse="reaugment" if config.getoption("--persist-augment") == "crop-flip-reaugment" else "same",
         device=str(device),
         **sizes,
     )
@@ -169,6 +178,8 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         "persistency": config.persistency,
         "lr_schedule": config.lr_schedule,
         "storage": config.storage,
+        "augment": config.augment,
+        "reuse": config.reuse,
         "delay_ms": config.delay_ms,
         "device": device_name(trainer.device),
         "clock": last["clock"],
