@@ -172,10 +172,14 @@ DECOMPOSITION_COLUMNS = [
 
 
 def composed_runs(
-    epochs: pandas.DataFrame, target: float | None = None, evals: pandas.DataFrame | None = None
+    epochs: pandas.DataFrame,
+    target: float | None = None,
+    evals: pandas.DataFrame | None = None,
+    found: dict[str, str] | None = None,
 ) -> tuple[pandas.DataFrame, dict[tuple[str, int], float]]:
-    """per_run and factors, with timing runs composed from their sources (persist/compose.py), and the targets."""
-    found = sources(epochs)
+    """per_run and factors, with timing runs composed from their sources (`found`: compose.sources, computed here
+    when not given), and the targets."""
+    found = sources(epochs) if found is None else found
     cells = {(str(p), int(m)) for p, m in epochs[["pipeline", "batch_size"]].itertuples(index=False)}
     if target is None:  # timing runs are too short to set a target; their pipeline borrows its source's
         targets = borrow_targets(default_targets(epochs[~epochs["run"].isin(found)]), epochs, found)
@@ -193,6 +197,13 @@ def decomposition(
     (records.load_evals), time to target is interpolated between evaluation points."""
     check_comparable(epochs)
     runs, targets = composed_runs(epochs, target, evals)
+    return cell_table(runs, targets, target), targets
+
+
+def cell_table(
+    runs: pandas.DataFrame, targets: dict[tuple[str, int], float], target: float | None = None
+) -> pandas.DataFrame:
+    """decomposition's table from composed_runs' output (`target`: the one the user gave, for the error line)."""
     if runs["steps_to_target"].isna().all():
         best = runs["best_test_acc"].max()
         raise PersistError(f"target accuracy {target:.4f} is reached by no run (best is {best:.4f}): lower --target")
@@ -213,7 +224,7 @@ def decomposition(
             row[column + "_values"] = cell.sort_values("seed")[column].tolist()  # per seed, NaN: not reached
         row["note"] = _note(row)
         rows.append(row)
-    return pandas.DataFrame(rows), targets
+    return pandas.DataFrame(rows)
 
 
 def _note(row: dict) -> str:

@@ -54,7 +54,7 @@ def add_setup_commands(commands) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from persist.data.datasets import raw_dataset
-    from persist.data.storage import prepare, storage_folder
+    from persist.data.storage import prepare, prepare_default
     from persist.progress import CountProgress
 
     if args.format != "jpeg":
@@ -69,9 +69,11 @@ def _prepare(args: argparse.Namespace) -> int:
         jpeg_quality=args.quality,
     )  # validates every value before anything is written
     data = raw_dataset(config)
-    out = args.out or storage_folder(args.data_root, data, args.quality)
     with CountProgress(f"writing {data.name} as JPEG q{args.quality}", quiet=args.quiet) as progress:
-        folder, written = prepare(data, out, args.quality, progress)
+        if args.out is None:
+            folder, written = prepare_default(data, args.data_root, args.quality, progress)
+        else:
+            folder, written = prepare(data, args.out, args.quality, progress)
     state = "wrote" if written else "found (same dataset, reused)"
     print(f"{state} {folder}: {len(data.train_y)} training and {len(data.test_y)} test images, JPEG q{args.quality}")
     return 0

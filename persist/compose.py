@@ -47,8 +47,8 @@ def sources(epochs: pandas.DataFrame) -> dict[str, str]:
 def borrow_targets(targets: dict, epochs: pandas.DataFrame, found: dict[str, str]) -> dict:
     """A pipeline with timing runs at some m takes the target of its source's pipeline at that m: its own K=1 runs
     there are too short (or too few) to set one, and composed and measured figures must aim at the same accuracy."""
-    pipeline_of = _plans(epochs).set_index("run")["pipeline"]
-    m_of = _plans(epochs).set_index("run")["batch_size"]
+    plans = _plans(epochs).set_index("run")
+    pipeline_of, m_of = plans["pipeline"], plans["batch_size"]
     targets = dict(targets)
     for run, source in found.items():
         key = (str(pipeline_of[run]), int(m_of[run]))

@@ -12,7 +12,7 @@ import pandas
 from rich.console import Console
 from rich.table import Table
 
-from persist.analysis import TARGET_FRACTION, composed_runs, decomposition
+from persist.analysis import TARGET_FRACTION, cell_table, check_comparable, composed_runs
 from persist.claims import claim_lines
 from persist.compose import checks, composition_markdown, sources
 from persist.figures import adaptive_figures, paper_figures, reuse_figures
@@ -149,19 +149,22 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
 def write_report(run_dirs: list[Path], out: Path, target: float | None = None, console: Console | None = None) -> Path:
     epochs, evals = load_runs(run_dirs), load_evals(run_dirs)
     target_given = target is not None
-    table, targets = decomposition(epochs, target, evals)
+    check_comparable(epochs)
+    found = sources(epochs)  # timing runs -> the runs they borrow convergence from, found once for every use below
+    runs, targets = composed_runs(epochs, target, evals, found)
+    table = cell_table(runs, targets, target)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "decomposition.csv", index=False)
     (out / "decomposition.md").write_text(markdown_table(table) + "\n")
-    figures, measured = [], epochs[~epochs["run"].isin(sources(epochs))]  # a timing run's short curve says little
+    figures, measured = [], epochs[~epochs["run"].isin(found)]  # a timing run's short curve says little
     for pipeline in sorted(measured["pipeline"].unique()):
         for draw in (paper_figures, adaptive_figures, reuse_figures):
             figures += draw(measured, pipeline, out)
     (console or Console()).print(rich_table(table, targets))
     report = out / "report.md"
-    runs, unfinished = composed_runs(epochs, target, evals)[0], load_unfinished(run_dirs)
+    unfinished = load_unfinished(run_dirs)
     extra = ["", "## The paper's claims", "", *claim_lines(runs, unfinished), ""]
-    extra += composition_markdown(runs, checks(epochs, runs, sources(epochs)))
+    extra += composition_markdown(runs, checks(epochs, runs, found))
     if len(unfinished):
         names = ", ".join(
             f"{Path(r).name} ({str(status).split(':')[0]})"

@@ -36,10 +36,9 @@ def load_dataset(config: RunConfig, on_progress=None) -> ImageData:
     the writing) and read back from them."""
     data = raw_dataset(config)
     if config.storage == "jpeg":
-        from persist.data.storage import load_encoded, prepare, storage_folder
+        from persist.data.storage import load_encoded, prepare_default
 
-        quality = config.jpeg_quality
-        folder, _ = prepare(data, storage_folder(config.data_root, data, quality), quality, on_progress)
+        folder, _ = prepare_default(data, config.data_root, config.jpeg_quality, on_progress)
         data = load_encoded(folder)
     return data.normalized(config.normalization)
 

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from persist.config import ConfigError, RunConfig
+from persist.config import PIPELINE_OPTIONS, ConfigError, RunConfig
 
 MAX_WORKERS, MAX_DALI_THREADS = 8, 4
 
@@ -39,7 +39,6 @@ def loader_settings(config: RunConfig, device: torch.device, world_size: int = 1
         "prefetch_queue_depth": config.dali_prefetch_depth or 2,
         "py_num_workers": config.dali_py_workers or 0,
     }
-    flags = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "dali_threads")
-    given = [name for name in flags if getattr(config, name) is not None]
+    given = [name for name in PIPELINE_OPTIONS if getattr(config, name) is not None]
     chosen = f"{cores} cores, {world_size} rank(s) on {device.type}; set by flag: {', '.join(given) or 'none'}"
     return torchvision, dali, chosen

@@ -42,11 +42,11 @@ def fingerprint(data: ImageData) -> str:
     return digest.hexdigest()[:16]
 
 
-def describe(data: ImageData, quality: int) -> dict:
+def describe(data: ImageData, quality: int, source: str | None = None) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "dataset": data.name,
-        "source": fingerprint(data),
+        "source": source or fingerprint(data),
         "format": "jpeg",
         "quality": quality,
         "train_size": len(data.train_y),
@@ -54,19 +54,32 @@ def describe(data: ImageData, quality: int) -> dict:
     }
 
 
-def storage_folder(data_root: str | None, data: ImageData, quality: int) -> Path:
+def storage_folder(data_root: str | None, data: ImageData, quality: int, source: str | None = None) -> Path:
     """Where `--storage jpeg` keeps a dataset by default: one folder per dataset, sizes, content and quality."""
-    name = f"{data.name}-{len(data.train_y)}-{len(data.test_y)}-{fingerprint(data)}-q{quality}"
+    name = f"{data.name}-{len(data.train_y)}-{len(data.test_y)}-{source or fingerprint(data)}-q{quality}"
     return Path(data_root or "data") / "persist-jpeg" / name
 
 
-def prepare(
-    data: ImageData, out: Path, quality: int, on_progress: Callable[[int, int], None] | None = None
+def prepare_default(
+    data: ImageData, data_root: str | None, quality: int, on_progress: Callable[[int, int], None] | None = None
 ) -> tuple[Path, bool]:
-    """Write `data` as JPEG files under `out` (once); return the folder and whether it was written just now."""
+    """prepare() into storage_folder(), hashing the dataset once for both."""
+    source = fingerprint(data)
+    return prepare(data, storage_folder(data_root, data, quality, source), quality, on_progress, source)
+
+
+def prepare(
+    data: ImageData,
+    out: Path,
+    quality: int,
+    on_progress: Callable[[int, int], None] | None = None,
+    source: str | None = None,
+) -> tuple[Path, bool]:
+    """Write `data` as JPEG files under `out` (once); return the folder and whether it was written just now.
+    `source`: the dataset's fingerprint, when the caller already has it."""
     if not 1 <= quality <= 100 or isinstance(quality, bool):
         raise ConfigError(f"quality={quality!r} is not allowed: use an integer from 1 to 100")
-    out, wanted = Path(out), describe(data, quality)
+    out, wanted = Path(out), describe(data, quality, source)
     if (out / INDEX).is_file():
         found = read_index(out)
         if {key: found.get(key) for key in wanted} != wanted:
@@ -108,7 +121,7 @@ def prepare_storage(config, on_progress: Callable[[int, int], None] | None = Non
     from persist.data.datasets import raw_dataset  # datasets imports this module
 
     data = raw_dataset(config)
-    return prepare(data, storage_folder(config.data_root, data, config.jpeg_quality), config.jpeg_quality, on_progress)
+    return prepare_default(data, config.data_root, config.jpeg_quality, on_progress)
 
 
 def read_index(folder: Path) -> dict:
