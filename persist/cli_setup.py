@@ -29,7 +29,12 @@ def add_setup_commands(commands) -> None:
     b = commands.add_parser(
         "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
     )
-    b.add_argument("--out", type=Path, required=True, help="folder for stability.jsonl and stability.md (resumable)")
+    b.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for stability.jsonl and stability.md; a rerun resumes, inside a cell too",
+    )
     b.add_argument("--steps", type=int, default=100, help="SGD steps per cell, at least (default 100)")
     b.add_argument(
         "--sample-steps",
@@ -105,10 +110,25 @@ def _stability(args: argparse.Namespace) -> int:
     def on_cell(row: dict) -> None:
         console.print(cell_line(row), highlight=False)
 
+    def on_save(config: RunConfig, steps_done: int, losses: list[float]) -> None:
+        last = losses[-config.persistency :]  # the last load's K uses
+        console.print(
+            f"  {config.normalization} m={config.batch_size} K={config.persistency} {config.lr_schedule}: "
+            f"{steps_done} steps saved, last load's loss {last[0]:.3f} -> {last[-1]:.3f}",
+            highlight=False,
+        )
+
     if args.sample_steps < 0:
         raise PersistError(f"sample_steps={args.sample_steps} is not allowed: use 0 or more")
     rows = run_stability(
-        base, cells, normalizations, args.steps, args.out, on_cell=on_cell, sample_steps=args.sample_steps
+        base,
+        cells,
+        normalizations,
+        args.steps,
+        args.out,
+        on_cell=on_cell,
+        sample_steps=args.sample_steps,
+        on_save=on_save,
     )
     (args.out / "stability.md").write_text(markdown(rows))
     unstable = [r for r in rows if not (r["finite"] and r["falling"])]

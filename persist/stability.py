@@ -6,7 +6,8 @@ cell (m, K, schedule, normalization) on the configured data and model for at lea
 `sample_steps` steps x m, and records every step's training loss. A cell is stable when every loss is finite and the
 loss fell: the mean over the last 10% of the steps is below the mean over the first 10% (at least 10 steps, in whole
 loads of K steps, so each window weighs every use of its batches alike). Rows are appended to `stability.jsonl` as
-cells finish, so a rerun skips finished cells; every row keeps its losses, and is judged again from them on reading.
+cells finish, so a rerun skips finished cells; a cell in progress saves its state about once a minute under cells/,
+so a rerun resumes it where it stopped. Every row keeps its losses, and is judged again from them on reading.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -59,6 +61,11 @@ def cell_line(r: dict) -> str:
         f"{r['normalization']:>11} m={r['batch_size']:<3} K={r['persistency']} {r['lr_schedule']:<8} "
         f"steps {r['steps_done']:>4}  loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}  {state}  "
         f"({r['s_per_step']:.2f} s/step)"
+        + (
+            f"  least-live layer {min(r['health_end']['live_units']):.0%}, logit sd {r['health_end']['logit_sd']:.1e}"
+            if "health_end" in r
+            else ""
+        )
     )
 
 
@@ -68,19 +75,80 @@ def steps_for(m: int, steps: int, sample_steps: int) -> int:
     return max(steps, math.ceil(sample_steps / m))
 
 
-def probe(trainer: Trainer, steps: int) -> dict:
-    """Train `steps` SGD steps (K per loaded batch, across epochs as needed); stop early at a non-finite loss."""
-    config, losses = trainer.config, []
-    start = time.perf_counter()
-    for epoch in itertools.count(1):
-        for x, y in trainer.pipeline.epoch(epoch):
+@torch.no_grad()
+def health(model: torch.nn.Module, x: torch.Tensor) -> dict:
+    """Is the network alive? A loss stuck near ln 10 is either a plateau (the output still depends on the input, and
+    training may leave it) or a dead network (ReLUs off for every input, the output the same for every image: only the
+    last bias still learns, and no number of steps helps). Read on one batch: per ReLU layer, the fraction of its
+    units (channels, for a convolution) active for at least one sample and position, and the spread of the logits
+    across the batch (standard deviation over samples, mean over classes)."""
+    live: list[float] = []
+
+    def record(module, inputs, output):
+        active = (output > 0).flatten(2).any(-1) if output.dim() == 4 else output > 0  # (samples, units)
+        live.append(active.any(0).float().mean().item())  # deliberate sync: a diagnostic, outside any timing
+
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    hooks = [m.register_forward_hook(record) for m in relus]
+    try:
+        logits = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {"live_units": [round(v, 4) for v in live], "logit_sd": logits.std(0).mean().item()}
+
+
+def probe(
+    trainer: Trainer,
+    steps: int,
+    progress: Path | None = None,
+    save_every_s: float = 60.0,
+    on_save: Callable[[int, list[float]], None] | None = None,
+) -> dict:
+    """Train `steps` SGD steps (K per loaded batch, across epochs as needed); stop early at a non-finite loss.
+
+    With `progress`, the cell survives a kill: after a whole load, and at most every `save_every_s` of wall time, the
+    model, the optimizer, the losses so far and the position in the data go to that file (replaced atomically); a
+    later probe of the same cell resumes from it and gives the same losses as one uninterrupted probe."""
+    config, losses, position, seconds, at_start = trainer.config, [], (1, 0), 0.0, None
+    if progress is not None and progress.exists():
+        state = torch.load(progress, map_location=trainer.device, weights_only=True)
+        if state["config"] != config.as_dict() or state["steps"] != steps:
+            raise PersistError(f"{progress} belongs to another cell or step count: remove it to start this cell again")
+        trainer.core.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        losses, position, seconds = state["losses"], tuple(state["position"]), state["seconds"]
+        at_start = state["health_start"]
+    start = last_save = time.perf_counter()
+    for epoch in itertools.count(position[0]):
+        for load, (x, y) in enumerate(trainer.pipeline.epoch(epoch)):
+            if (epoch, load) < position:
+                continue  # trained before the resume; the order of the data depends on (seed, epoch) alone
+            at_start = at_start or health(trainer.core, x)
             for lr in trainer.lrs:
                 set_lr(trainer.optimizer, lr)
                 loss_sum = torch.zeros((), device=trainer.device)
                 trainer.step(x, y, loss_sum)
                 losses.append(loss_sum.item() / config.batch_size)  # deliberate sync: the probe reads every loss
                 if not math.isfinite(losses[-1]) or len(losses) == steps:
-                    return summarize(config, losses, time.perf_counter() - start, steps)
+                    row = summarize(config, losses, seconds + time.perf_counter() - start, steps)
+                    return {**row, "health_start": at_start, "health_end": health(trainer.core, x)}
+            if progress is not None and time.perf_counter() - last_save >= save_every_s:
+                last_save = time.perf_counter()
+                state = {
+                    "config": config.as_dict(),
+                    "steps": steps,
+                    "position": [epoch, load + 1],
+                    "losses": losses,
+                    "health_start": at_start,
+                    "seconds": seconds + last_save - start,
+                    "model": trainer.core.state_dict(),
+                    "optimizer": trainer.optimizer.state_dict(),
+                }
+                torch.save(state, progress.with_suffix(".tmp"))
+                os.replace(progress.with_suffix(".tmp"), progress)
+                if on_save is not None:
+                    on_save(len(losses), losses)
     raise AssertionError("unreachable")
 
 
@@ -124,7 +192,8 @@ def summarize(config: RunConfig, losses: list[float], seconds: float, steps: int
 
 
 def cell_key(row: dict) -> tuple:
-    return (row["normalization"], row["batch_size"], row["persistency"], row["lr_schedule"], row["steps_planned"])
+    c = row["config"]
+    return (c["normalization"], c["batch_size"], c["persistency"], c["lr_schedule"], c["seed"], row["steps_planned"])
 
 
 def read_rows(out: Path) -> list[dict]:
@@ -139,6 +208,11 @@ def read_rows(out: Path) -> list[dict]:
     return rows
 
 
+def progress_file(out: Path, row_key: tuple) -> Path:
+    normalization, m, k, schedule, seed, steps = row_key
+    return out / "cells" / f"{normalization}-m{m}-K{k}-{schedule}-seed{seed}-{steps}steps.pt"
+
+
 def run_stability(
     base: RunConfig,
     cells: list[tuple[int, int, str]],
@@ -147,42 +221,59 @@ def run_stability(
     out: Path,
     on_cell: Callable[[dict], None] | None = None,
     sample_steps: int = 0,
+    on_save: Callable[[RunConfig, int, list[float]], None] | None = None,
+    save_every_s: float = 60.0,
 ) -> list[dict]:
-    """Probe every (normalization, cell) not yet in out/stability.jsonl; return all rows, finished ones included."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Probe every (normalization, cell) not yet in out/stability.jsonl; return all rows, finished ones included.
+    A cell in progress keeps its state in out/cells/ (see `probe`), so a killed run resumes inside a long cell."""
+    (out / "cells").mkdir(parents=True, exist_ok=True)
     rows = read_rows(out)
     done = {cell_key(r) for r in rows}
     data: ImageData = load_dataset(base)
     for normalization, (m, k, schedule) in itertools.product(normalizations, cells):
         config = replace(base, normalization=normalization, batch_size=m, persistency=k, lr_schedule=schedule)
-        cell_steps = steps_for(m, steps, sample_steps)
-        if (normalization, m, k, schedule, cell_steps) in done:
+        key = (normalization, m, k, schedule, base.seed, steps_for(m, steps, sample_steps))
+        if key in done:
             continue
         trainer = Trainer(config, data)
+        saved = None if on_save is None else (lambda n, losses, config=config: on_save(config, n, losses))
         try:
-            row = probe(trainer, cell_steps)
+            row = probe(trainer, key[-1], progress_file(out, key), save_every_s, saved)
         finally:
             trainer.close()
         with open(out / ROWS, "a") as f:
             f.write(json.dumps(row) + "\n")
+        progress_file(out, key).unlink(missing_ok=True)  # the row holds all of it now
         rows.append(row)
         if on_cell is not None:
             on_cell(row)
     return rows
 
 
+def alive(row: dict) -> str:
+    """Two table cells: least-live layer start -> end, logit sd start -> end (dashes: a row from before health)."""
+    if "health_end" not in row:
+        return "- | -"
+    start, end = row["health_start"], row["health_end"]
+    return (
+        f"{min(start['live_units']):.0%} -> {min(end['live_units']):.0%} | "
+        f"{start['logit_sd']:.1e} -> {end['logit_sd']:.1e}"
+    )
+
+
 def markdown(rows: list[dict]) -> str:
     header = (
-        "| normalization | m | K | lr | steps | finite | window | loss, first window | loss, last window | min "
-        "| falling | s/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| normalization | m | K | lr | seed | steps | finite | window | loss, first window | loss, last window | min "
+        "| falling | s/step | live units, least-live layer | logit sd over the batch |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
-    for r in sorted(rows, key=lambda r: (r["normalization"], r["lr_schedule"], r["batch_size"], r["persistency"])):
+    for r in sorted(rows, key=lambda r: (r["normalization"], r["lr_schedule"], *cell_key(r)[1:])):
         finite = "yes" if r["finite"] else f"**NaN at step {r['diverged_step']}**"
         lines.append(
             f"| {r['normalization']} | {r['batch_size']} | {r['persistency']} | "
-            f"{'k*mu' if r['lr_schedule'] == 'linear' else 'mu'} | {r['steps_done']} | {finite} | "
-            f"{r['window_steps']} | {r['loss_first']:.3f} | {r['loss_last']:.3f} | {r['loss_min']:.3f} | "
-            f"{'yes' if r['falling'] else 'no'} | {r['s_per_step']:.2f} |"
+            f"{'k*mu' if r['lr_schedule'] == 'linear' else 'mu'} | {r['config']['seed']} | {r['steps_done']} | "
+            f"{finite} | {r['window_steps']} | {r['loss_first']:.3f} | {r['loss_last']:.3f} | {r['loss_min']:.3f} | "
+            f"{'yes' if r['falling'] else 'no'} | {r['s_per_step']:.2f} | {alive(r)} |"
         )
     return "\n".join(lines) + "\n"

@@ -4,8 +4,8 @@ import json
 import math
 
 from persist.cli import main
-from persist.config import RunConfig
-from persist.stability import markdown, probe, read_rows, summarize
+from persist.config import PersistError, RunConfig
+from persist.stability import cell_line, markdown, probe, read_rows, summarize
 from persist.train import Trainer
 
 SMALL = ["--train-size", "256", "--test-size", "32", "--width", "0.125", "--device", "cpu"]
@@ -49,7 +49,8 @@ def test_cli_writes_the_table_and_a_rerun_skips_finished_cells(tmp_path, capsys)
     rows = read_rows(out)
     assert [(r["batch_size"], r["persistency"]) for r in rows] == [(32, 1), (32, 2)]
     assert all(r["normalization"] == "unit" and r["config"]["width"] == 0.125 for r in rows)
-    assert "| unit | 32 | 2 | mu | 12 |" in (out / "stability.md").read_text()
+    assert "| unit | 32 | 2 | mu | 0 | 12 |" in (out / "stability.md").read_text()
+    assert list((out / "cells").iterdir()) == []  # a finished cell's progress file is gone: its row holds it all
     before = (out / "stability.jsonl").read_text()
     assert main(args) == code
     assert (out / "stability.jsonl").read_text() == before  # nothing trained again
@@ -73,3 +74,53 @@ def test_small_m_gets_as_many_samples_as_large_m():
 
     assert [steps_for(m, 100, 51_200) for m in (32, 256, 512)] == [1600, 200, 100]
     assert steps_for(32, 100, 0) == 100
+
+
+def test_a_killed_cell_resumes_from_its_progress_file_to_the_same_losses(tiny_data, tiny_config, tmp_path):
+    from dataclasses import replace
+
+    import pytest
+
+    config = replace(tiny_config, batch_size=64, persistency=3, lr_schedule="linear")  # 12 steps per epoch
+    whole = probe(Trainer(config, tiny_data), steps=20)["losses"]
+
+    killed, progress, saves = Trainer(config, tiny_data), tmp_path / "cell.pt", []
+    step, calls = killed.step, []
+
+    def dies_at_step_14(*args):
+        calls.append(1)
+        if len(calls) == 14:
+            raise KeyboardInterrupt  # a kill in the middle of the fifth load
+        step(*args)
+
+    killed.step = dies_at_step_14
+    with pytest.raises(KeyboardInterrupt):
+        probe(killed, 20, progress, save_every_s=0, on_save=lambda n, losses: saves.append(n))
+    assert saves == [3, 6, 9, 12] and progress.exists()  # after each whole load, across the epoch's end
+
+    resumed = probe(Trainer(config, tiny_data), 20, progress, save_every_s=0)
+    assert resumed["losses"] == whole  # same model, momentum, data order and lr of each use
+    with pytest.raises(PersistError, match="another cell"):
+        probe(Trainer(replace(config, persistency=2), tiny_data), 20, progress)
+
+
+def test_health_tells_a_dead_network_from_a_live_one(tiny_data, tiny_config):
+    import torch
+
+    from persist.stability import health
+
+    trainer = Trainer(tiny_config, tiny_data)
+    x, _ = next(iter(trainer.pipeline.epoch(1)))
+    live = health(trainer.core, x)
+    assert len(live["live_units"]) == 6 and min(live["live_units"]) > 0.3 and live["logit_sd"] > 0
+    with torch.no_grad():
+        trainer.core[0].bias.fill_(-1e3)  # every first-layer ReLU off for every input: the output forgets the input
+    dead = health(trainer.core, x)
+    assert dead["live_units"][0] == 0 and dead["logit_sd"] == 0
+
+
+def test_a_row_records_health_before_the_first_step_and_after_the_last(tiny_data, tiny_config):
+    row = probe(Trainer(tiny_config, tiny_data), steps=12)
+    assert row["health_start"]["logit_sd"] > 0 and len(row["health_end"]["live_units"]) == 6
+    assert "least-live layer" in cell_line(row)
+    assert markdown([row]).splitlines()[-1].count("->") == 2
