@@ -63,7 +63,7 @@ def cell_line(r: dict) -> str:
         f"({r['s_per_step']:.2f} s/step)"
         + (
             f"  least-live layer {min(r['health_end']['live_units']):.0%}, logit sd {r['health_end']['logit_sd']:.1e}"
-            if "health_end" in r
+            if "health_end" in r and r["finite"]
             else ""
         )
     )
@@ -255,6 +255,8 @@ def alive(row: dict) -> str:
     if "health_end" not in row:
         return "- | -"
     start, end = row["health_start"], row["health_end"]
+    if not row["finite"]:
+        return f"{min(start['live_units']):.0%} -> NaN | {start['logit_sd']:.1e} -> NaN"
     return (
         f"{min(start['live_units']):.0%} -> {min(end['live_units']):.0%} | "
         f"{start['logit_sd']:.1e} -> {end['logit_sd']:.1e}"

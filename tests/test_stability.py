@@ -124,3 +124,10 @@ def test_a_row_records_health_before_the_first_step_and_after_the_last(tiny_data
     assert row["health_start"]["logit_sd"] > 0 and len(row["health_end"]["live_units"]) == 6
     assert "least-live layer" in cell_line(row)
     assert markdown([row]).splitlines()[-1].count("->") == 2
+
+
+def test_a_diverged_row_reads_nan_health_not_a_dead_network(tiny_data, tiny_config):
+    from dataclasses import replace
+
+    row = probe(Trainer(replace(tiny_config, lr=1e6), tiny_data), steps=50)
+    assert markdown([row]).splitlines()[-1].endswith("-> NaN |") and "least-live" not in cell_line(row)
