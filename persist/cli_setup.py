@@ -53,7 +53,7 @@ def add_setup_commands(commands) -> None:
     b.add_argument("--width", type=float, default=1.0, help="model width (default 1.0, the paper's)")
     b.add_argument("--pipeline", default="preloaded")
     b.add_argument("--device", default="auto")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seeds", type=ints_arg, default=[0], help="comma-separated: each cell once per seed (default 0)")
     b.set_defaults(handler=_stability)
 
 
@@ -101,7 +101,7 @@ def _stability(args: argparse.Namespace) -> int:
         width=args.width,
         pipeline=args.pipeline,
         device=args.device,
-        seed=args.seed,
+        seed=args.seeds[0],
     )
     normalizations = args.normalizations or [base.normalization]
     for n in normalizations:
@@ -129,6 +129,7 @@ def _stability(args: argparse.Namespace) -> int:
         on_cell=on_cell,
         sample_steps=args.sample_steps,
         on_save=on_save,
+        seeds=args.seeds,
     )
     (args.out / "stability.md").write_text(markdown(rows))
     unstable = [r for r in rows if not (r["finite"] and r["falling"])]

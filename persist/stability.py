@@ -223,16 +223,20 @@ def run_stability(
     sample_steps: int = 0,
     on_save: Callable[[RunConfig, int, list[float]], None] | None = None,
     save_every_s: float = 60.0,
+    seeds: list[int] | None = None,
 ) -> list[dict]:
-    """Probe every (normalization, cell) not yet in out/stability.jsonl; return all rows, finished ones included.
-    A cell in progress keeps its state in out/cells/ (see `probe`), so a killed run resumes inside a long cell."""
+    """Probe every (normalization, cell, seed) not yet in out/stability.jsonl; return all rows, finished ones
+    included. Seeds default to base.seed; each draws its own initial weights and data order. A cell in progress
+    keeps its state in out/cells/ (see `probe`), so a killed run resumes inside a long cell."""
     (out / "cells").mkdir(parents=True, exist_ok=True)
     rows = read_rows(out)
     done = {cell_key(r) for r in rows}
     data: ImageData = load_dataset(base)
-    for normalization, (m, k, schedule) in itertools.product(normalizations, cells):
-        config = replace(base, normalization=normalization, batch_size=m, persistency=k, lr_schedule=schedule)
-        key = (normalization, m, k, schedule, base.seed, steps_for(m, steps, sample_steps))
+    for normalization, (m, k, schedule), seed in itertools.product(normalizations, cells, seeds or [base.seed]):
+        config = replace(
+            base, normalization=normalization, batch_size=m, persistency=k, lr_schedule=schedule, seed=seed
+        )
+        key = (normalization, m, k, schedule, seed, steps_for(m, steps, sample_steps))
         if key in done:
             continue
         trainer = Trainer(config, data)

@@ -69,6 +69,15 @@ def test_cli_bad_values_are_one_line(tmp_path, capsys):
         assert message in err and err.count("\n") == 1
 
 
+def test_cli_runs_each_cell_once_per_seed(tmp_path):
+    out = tmp_path / "seeds"
+    args = ["stability", *SMALL, "--steps", "10", "--batch-sizes", "32", "--persistencies", "2", "--out", str(out)]
+    main([*args, "--seeds", "0,1"])
+    rows = read_rows(out)
+    assert [r["config"]["seed"] for r in rows] == [0, 1] and rows[0]["losses"] != rows[1]["losses"]
+    assert "| unit | 32 | 2 | mu | 1 | 10 |" in (out / "stability.md").read_text()
+
+
 def test_small_m_gets_as_many_samples_as_large_m():
     from persist.stability import steps_for
 
