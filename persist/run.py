@@ -109,16 +109,21 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
     )
 
 
+def save_state_atomic(state: dict, path: Path) -> None:
+    """torch.save to a temporary file, then rename: a kill leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
-    tmp = out / (CHECKPOINT + ".tmp")
     state = {
         "epoch": record.epoch,
         "record": record.as_dict(),
         "model": trainer.core.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
     }
-    torch.save(state, tmp)
-    os.replace(tmp, out / CHECKPOINT)
+    save_state_atomic(state, out / CHECKPOINT)
 
 
 def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:

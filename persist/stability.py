@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import torch
 from persist.config import PersistError, RunConfig
 from persist.data import ImageData, load_dataset
 from persist.optim import set_lr
+from persist.run import save_state_atomic
 from persist.train import Trainer
 
 MIN_WINDOW = 10  # steps averaged at each end to decide whether the loss fell, at the least
@@ -145,8 +145,7 @@ def probe(
                     "model": trainer.core.state_dict(),
                     "optimizer": trainer.optimizer.state_dict(),
                 }
-                torch.save(state, progress.with_suffix(".tmp"))
-                os.replace(progress.with_suffix(".tmp"), progress)
+                save_state_atomic(state, progress)
                 if on_save is not None:
                     on_save(len(losses), losses)
     raise AssertionError("unreachable")
