@@ -11,7 +11,7 @@ from dataclasses import replace
 from conftest import run_epochs
 from persist.measure import NullClock
 from persist.stats import ratio_check
-from persist.train import Trainer
+from persist.training.trainer import Trainer
 
 MAX_CLOCK_OVERHEAD = 0.01  # an epoch with the step clock may take at most 1% longer than one without
 DELAY_MS = 20.0

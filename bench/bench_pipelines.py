@@ -10,7 +10,8 @@ import pytest
 
 import references
 from conftest import PIPELINE_ONLY_SAMPLES
-from persist.data import load_dataset, make_pipeline
+from persist.data import load_dataset
+from persist.data.pipelines import make_pipeline
 from persist.measure import make_sync
 from persist.stats import ratio_check
 

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 import torch
 
-from persist.dist import torchrun_command
-from persist.records import read_records
+from persist.runs.records import read_records
+from persist.training.dist import torchrun_command
 
 RANKS = 2
 EPOCHS = 4

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import PERSISTENCIES, epoch_extra_info, run_epochs
-from persist.train import Trainer
+from persist.measure import NullClock
+from persist.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("persistency", PERSISTENCIES, ids=[f"K{k}" for k in PERSISTENCIES])
@@ -33,7 +34,7 @@ def bench_model_only(benchmark, setup, bench_data, batch_size):
 
     def epoch_of_steps():
         for _ in range(steps):
-            trainer.step(x, y, loss_sum)
+            trainer.train_batch(x, y, 1, 0, loss_sum, clock=NullClock())  # K=1: one step on the same batch
         trainer.sync()  # deliberate sync: the round ends when the device is done
 
     benchmark.group = "model-only"

@@ -16,9 +16,9 @@ import torch
 
 from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
-from persist.device import device_name, resolve_device
-from persist.run import machine_info as persist_machine_info
-from persist.train import Trainer
+from persist.runs.folder import machine_info as persist_machine_info
+from persist.training.device import device_name, resolve_device
+from persist.training.trainer import Trainer
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
 PERSISTENCIES = (1, 2, 5)
@@ -218,7 +218,7 @@ def pytest_terminal_summary(terminalreporter, config):
 
     from rich.console import Console
 
-    from persist.summary import print_summary
+    from persist.benchjson.summary import print_summary
 
     text = io.StringIO()
     console = Console(

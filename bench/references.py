@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision.io import decode_jpeg, read_file
 
 from persist.data.base import ImageData, scaled_stats
-from persist.data.torchvision_loader import ArrayDataset
+from persist.data.pipelines.torchvision_loader import ArrayDataset
 
 
 class JpegFolder(torch.utils.data.Dataset):

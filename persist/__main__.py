@@ -1,3 +1,3 @@
-from persist.cli import main
+from persist.cli.main import main
 
 raise SystemExit(main())

@@ -9,17 +9,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-DATASETS = ("synthetic", "cifar10", "digits")
-PIPELINES = ("preloaded", "torchvision", "dali")
-LR_SCHEDULES = ("constant", "linear")
+from persist.errors import ConfigError, PersistError
+from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
+from persist.registry import Registry
+
+__all__ = ["ConfigError", "PersistError", "RunConfig"]
+
 LOSS_REDUCTIONS = ("sum", "mean")
-NORMALIZATIONS = ("unit", "symmetric", "standardize")  # described in persist/data/base.py
 AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
-REUSES = ("same", "reaugment")
-STORAGES = (
-    "raw",
-    "jpeg",
-)  # persist/data/storage.py  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
+REUSES = ("same", "reaugment")  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
+STORAGES = ("raw", "jpeg")  # persist/data/storage.py
 
 # Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
 PIPELINE_OPTIONS = {
@@ -33,20 +32,13 @@ PIPELINE_OPTIONS = {
 }
 
 
-class PersistError(Exception):
-    """A problem the user can fix: the CLI prints the message as one line and exits with code 2."""
-
-
-class ConfigError(PersistError, ValueError):
-    """A configuration value is out of range."""
-
-
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str = "synthetic"
     data_root: str | None = None
     download: bool = False
-    pipeline: str = "preloaded"
+    pipeline: str = "preloaded"  # a name in registries.PIPELINES, or a plug-in module:Class
+    model: str = "paper-alexnet"  # paper-alexnet | torchvision:NAME | a plug-in module:factory
     batch_size: int = 256  # m
     persistency: int = 1  # K: consecutive SGD steps per loaded minibatch
     lr: float = 0.001  # mu
@@ -57,7 +49,7 @@ class RunConfig:
     budget_sample_steps: int | None = None  # stop once steps x m reaches this
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    width: float = 1.0  # channel multiplier of the model; 1.0 is the paper's
+    width: float = 1.0  # channel multiplier of paper-alexnet; 1.0 is the paper's
     train_size: int | None = None  # None: the whole training split
     test_size: int | None = None
     loss_reduction: str = "sum"  # the paper sums per-example gradients
@@ -81,11 +73,15 @@ class RunConfig:
     dali_py_workers: int | None = None
 
     def __post_init__(self) -> None:
-        _one_of("dataset", self.dataset, DATASETS)
-        _one_of("pipeline", self.pipeline, PIPELINES)
-        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        for name, registry in (
+            ("dataset", DATASETS),
+            ("pipeline", PIPELINES),
+            ("model", MODELS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("normalization", NORMALIZATIONS),
+        ):
+            _registered(name, getattr(self, name), registry)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
-        _one_of("normalization", self.normalization, NORMALIZATIONS)
         _one_of("storage", self.storage, STORAGES)
         if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
             1 <= self.jpeg_quality <= 100
@@ -114,6 +110,8 @@ class RunConfig:
                 _at_least(name, getattr(self, name), 1)
         _positive("lr", self.lr)
         _positive("width", self.width)
+        if self.width != 1.0 and self.model != "paper-alexnet":
+            raise ConfigError(f"width={self.width!r} applies only to --model paper-alexnet, not to {self.model}")
         if not (0.0 <= self.momentum < 1.0) or math.isnan(self.momentum):
             raise ConfigError(f"momentum={self.momentum!r} is not allowed: use 0 <= momentum < 1")
         if not (self.delay_ms >= 0.0 and math.isfinite(self.delay_ms)):
@@ -181,6 +179,15 @@ def budget_fields(budget: dict | None, epochs: int | None) -> dict:
     return budget
 
 
+def _registered(name: str, value: str, registry: Registry) -> None:
+    """A built-in name is known without importing it; anything else is resolved now (a plug-in is imported), so a
+    bad one is refused before any work starts."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}={value!r} is not allowed: choose one of {registry.choices()}")
+    if value not in registry.entries:
+        registry.get(value)
+
+
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed: choose one of {', '.join(allowed)}")
@@ -225,6 +232,7 @@ LEGACY_VALUES = {
     "reuse": "same",
     "storage": "raw",
     "jpeg_quality": 90,
+    "model": "paper-alexnet",
 }
 
 

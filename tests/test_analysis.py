@@ -5,7 +5,7 @@ import math
 import pandas
 import pytest
 
-from persist.analysis import decomposition, per_run
+from persist.analysis.decomposition import decomposition, per_run
 from persist.config import PersistError, RunConfig
 from persist.stats import mean_ci
 
@@ -70,7 +70,7 @@ def test_default_target_is_95_percent_of_the_k1_reference_per_pipeline_and_m():
 
 
 def test_the_table_gives_n_and_every_seed_and_says_not_reached():
-    from persist.report import cell_text, markdown_table
+    from persist.analysis.report import cell_text, markdown_table
 
     runs = [_epochs("preloaded", 32, 1, s, [0.2, 0.5], 1.0, 1.0) for s in (0, 1, 2)]
     runs += [_epochs("preloaded", 32, 2, s, [acc, 0.6], 2.0, 2.0) for s, acc in ((0, 0.5), (1, 0.1), (2, 0.5))]

@@ -7,13 +7,13 @@ import torch.nn.functional as F
 from test_pipelines import _epoch
 
 from conftest import HAS_DALI
-from persist.cli import main
+from persist.cli.main import main
 from persist.config import ConfigError, RunConfig
 from persist.data import batch_indices, epoch_order
 from persist.data.augment import PAD, crop_flip, crop_flip_params
 from persist.data.base import Normalizer
-from persist.records import read_records
-from persist.train import Trainer
+from persist.runs.records import read_records
+from persist.training.trainer import Trainer
 
 
 def _by_hand(image_chw, top, left, flip, fill=0):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from persist.train import Trainer
+from persist.training.trainer import Trainer
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import write_cifar_folder
-from persist.cli import main
+from persist.cli.main import main
 
 SMALL = [
     "--dataset",
@@ -117,7 +117,7 @@ def _exit_code(argv):
 
 
 def test_budget_flag_units_and_bad_values(tmp_path, capsys):
-    from persist.cli import build_parser, config_from_args
+    from persist.cli.main import build_parser, config_from_args
 
     def config(*flags):
         return config_from_args(build_parser().parse_args(["train", "--out", "x", *flags]))

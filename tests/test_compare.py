@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from persist.cli import main
-from persist.compare import compare_one, mann_whitney_u
+from persist.benchjson.compare import compare_one, mann_whitney_u
+from persist.cli.main import main
 
 BASE = [1.00, 1.02, 0.99, 1.01, 1.00]
 

@@ -5,11 +5,11 @@ import pandas
 import pytest
 from test_analysis import _epochs, _frame
 
-from persist.analysis import composed_runs, decomposition
-from persist.claims import claim_lines
-from persist.cli import main
-from persist.compose import checks, sources
-from persist.records import load_runs, read_records
+from persist.analysis.claims import claim_lines
+from persist.analysis.compose import checks, sources
+from persist.analysis.decomposition import composed_runs, decomposition
+from persist.cli.main import main
+from persist.runs.records import load_runs, read_records
 
 
 def _grid():
@@ -104,7 +104,7 @@ def composed_sweep(tmp_path_factory):
     """Both pipelines, m=64, K in {1, 2}, 2 seeds, 3 epochs; the second pipeline is timed for 1 epoch."""
     from dataclasses import replace
 
-    import persist.sweep as sweep
+    import persist.runs.sweep as sweep
 
     mp = pytest.MonkeyPatch()
     grid = sweep.PRESETS["cpu"]
@@ -155,7 +155,7 @@ def test_sweep_refuses_timing_epochs_with_full(tmp_path, capsys):
 
 
 def test_a_run_that_diverged_before_its_first_epoch_counts_as_a_miss(tmp_path):
-    from persist.records import load_unfinished
+    from persist.runs.records import load_unfinished
 
     runs = _claim_runs([2.0, 3.0], [3.0, 3.0], schedule="constant")
     linear = runs[runs["persistency"] == 5].assign(lr_schedule="linear", seconds_to_target=2.0)
@@ -173,7 +173,7 @@ def test_a_run_that_diverged_before_its_first_epoch_counts_as_a_miss(tmp_path):
 
 def test_a_sweep_can_cross_reuse_variants_and_refuses_reaugment_without_crop_flip():
     from persist.config import ConfigError
-    from persist.sweep import grid_from_args, run_name
+    from persist.runs.sweep import grid_from_args, run_name
 
     grid = grid_from_args("cpu", pipelines=["preloaded"], batch_sizes=[32], persistencies=[1, 2], seeds=range(1),
                           schedules=["constant"], reuses=["same", "reaugment"], augment="crop-flip")  # fmt: skip

@@ -11,8 +11,8 @@ import torch
 
 from persist.config import ConfigError, RunConfig
 from persist.data import batch_indices, epoch_order
-from persist.dist import torchrun_command
-from persist.records import read_records
+from persist.runs.records import read_records
+from persist.training.dist import torchrun_command
 
 SMALL = [
     "--dataset",
@@ -113,7 +113,7 @@ def _check_configs(rank, world, port, result_dir):
     """One rank of a 2-process gloo group whose ranks disagree on K."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.distributed.init_process_group("gloo")
-    from persist.dist import DistContext
+    from persist.training.dist import DistContext
 
     context = DistContext(rank, world, rank, "gloo")
     try:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from persist.config import RunConfig
-from persist.data import make_pipeline
+from persist.data.pipelines import make_pipeline
 from persist.measure.clock import CudaEventClock
-from persist.train import Trainer
+from persist.training.trainer import Trainer
 
 pytestmark = pytest.mark.gpu
 

@@ -1,6 +1,6 @@
 import torch
 
-from persist.model import make_model, parameter_count, reduced_alexnet
+from persist.training.models import make_model, parameter_count, reduced_alexnet
 
 
 def test_paper_model_shape_and_size():
@@ -23,7 +23,10 @@ def test_width_scales_channels():
 
 
 def test_same_seed_same_weights():
-    a, b = make_model(0.25, 7, torch.device("cpu")), make_model(0.25, 7, torch.device("cpu"))
-    c = make_model(0.25, 8, torch.device("cpu"))
+    a, b = (
+        make_model("paper-alexnet", 10, (3, 32, 32), 7, torch.device("cpu"), 0.25),
+        make_model("paper-alexnet", 10, (3, 32, 32), 7, torch.device("cpu"), 0.25),
+    )
+    c = make_model("paper-alexnet", 10, (3, 32, 32), 8, torch.device("cpu"), 0.25)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(next(a.parameters()), next(c.parameters()))

@@ -74,7 +74,7 @@ def test_falls_back_to_polling_and_records_unsupported_queries():
 
 
 def test_sampler_stops_even_when_the_epoch_raises(tiny_data, tiny_config):
-    from persist.train import Trainer
+    from persist.training.trainer import Trainer
 
     sampler = NvmlSampler(fake_nvml(), "gpu0", interval_s=0.001)
     trainer = Trainer(tiny_config, tiny_data, sampler=sampler)

@@ -2,8 +2,9 @@
 
 import torch
 
-from persist.optim import PaperSGD, set_lr
-from persist.reuse import LR_SCHEDULES, counts, lr_of_use
+from persist.registries import LR_SCHEDULES
+from persist.training.optim import PaperSGD, set_lr
+from persist.training.schedules import counts, lr_of_use
 
 
 def _problem(seed=0):
@@ -80,5 +81,5 @@ def test_rejects_bad_hyperparameters():
 def test_schedules_and_counts():
     assert lr_of_use("constant", 0.001, 3) == [0.001] * 3
     assert lr_of_use("linear", 0.5, 3) == [0.5, 1.0, 1.5]
-    assert set(LR_SCHEDULES) == {"constant", "linear"}
+    assert set(LR_SCHEDULES.names()) == {"constant", "linear"}
     assert counts(50_000, 512, 5) == {"loads": 97, "steps": 485, "fresh_samples": 49_664, "sample_steps": 248_320}

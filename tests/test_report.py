@@ -3,8 +3,8 @@
 import pandas
 import pytest
 
-from persist.cli import main
-from persist.records import load_runs
+from persist.cli.main import main
+from persist.runs.records import load_runs
 
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--quiet"]
 
@@ -28,7 +28,7 @@ def monkeypatch_module():
     """The cpu preset's sizes, shrunk further so the module's sweep takes seconds."""
     from dataclasses import replace
 
-    import persist.sweep as sweep
+    import persist.runs.sweep as sweep
 
     mp = pytest.MonkeyPatch()
     grid = sweep.PRESETS["cpu"]
@@ -89,7 +89,7 @@ def test_report_bad_input_is_one_line(sweep_dir, tmp_path, capsys):
 
 
 def test_a_sweep_budget_gives_every_k_the_same_work(tmp_path, monkeypatch_module, capsys):
-    from persist.records import read_records
+    from persist.runs.records import read_records
 
     out = tmp_path / "budgeted"
     grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "1"]
@@ -105,7 +105,7 @@ def test_a_sweep_budget_gives_every_k_the_same_work(tmp_path, monkeypatch_module
 def test_reuse_variants_get_their_own_figures_and_one_side_by_side(tmp_path):
     from test_analysis import _epochs, _frame
 
-    from persist.figures import paper_figures, reuse_figures
+    from persist.analysis.figures import paper_figures, reuse_figures
 
     rows = _frame(
         _epochs("preloaded", 32, 1, 0, [0.2, 0.4], 1.0, 0.9),

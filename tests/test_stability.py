@@ -3,10 +3,10 @@
 import json
 import math
 
-from persist.cli import main
+from persist.cli.main import main
 from persist.config import PersistError, RunConfig
-from persist.stability import cell_line, markdown, probe, read_rows, summarize
-from persist.train import Trainer
+from persist.runs.stability import cell_line, markdown, probe, read_rows, summarize
+from persist.training.trainer import Trainer
 
 SMALL = ["--train-size", "256", "--test-size", "32", "--width", "0.125", "--device", "cpu"]
 
@@ -30,7 +30,7 @@ def test_a_diverging_cell_stops_at_its_first_non_finite_loss(tiny_data, tiny_con
 
 
 def test_a_falling_loss_compares_the_first_and_last_tenth_in_whole_loads():
-    from persist.stability import window
+    from persist.runs.stability import window
 
     config = RunConfig()
     assert summarize(config, [2.3] * 10 + [1.0] * 10, 1.0, 20)["falling"]
@@ -79,7 +79,7 @@ def test_cli_runs_each_cell_once_per_seed(tmp_path):
 
 
 def test_small_m_gets_as_many_samples_as_large_m():
-    from persist.stability import steps_for
+    from persist.runs.stability import steps_for
 
     assert [steps_for(m, 100, 51_200) for m in (32, 256, 512)] == [1600, 200, 100]
     assert steps_for(32, 100, 0) == 100
@@ -100,7 +100,7 @@ def test_a_killed_cell_resumes_from_its_progress_file_to_the_same_losses(tiny_da
         calls.append(1)
         if len(calls) == 14:
             raise KeyboardInterrupt  # a kill in the middle of the fifth load
-        step(*args)
+        return step(*args)
 
     killed.step = dies_at_step_14
     with pytest.raises(KeyboardInterrupt):
@@ -116,15 +116,15 @@ def test_a_killed_cell_resumes_from_its_progress_file_to_the_same_losses(tiny_da
 def test_health_tells_a_dead_network_from_a_live_one(tiny_data, tiny_config):
     import torch
 
-    from persist.stability import health
+    from persist.runs.stability import health
 
     trainer = Trainer(tiny_config, tiny_data)
     x, _ = next(iter(trainer.pipeline.epoch(1)))
-    live = health(trainer.core, x)
+    live = health(trainer.model, x)
     assert len(live["live_units"]) == 6 and min(live["live_units"]) > 0.3 and live["logit_sd"] > 0
     with torch.no_grad():
-        trainer.core[0].bias.fill_(-1e3)  # every first-layer ReLU off for every input: the output forgets the input
-    dead = health(trainer.core, x)
+        trainer.model[0].bias.fill_(-1e3)  # every first-layer ReLU off for every input: the output forgets the input
+    dead = health(trainer.model, x)
     assert dead["live_units"][0] == 0 and dead["logit_sd"] == 0
 
 

@@ -8,12 +8,13 @@ import torch
 from torchvision.io import decode_jpeg, read_file
 
 from conftest import HAS_DALI
-from persist.cli import main
+from persist.cli.main import main
 from persist.config import RunConfig
-from persist.data import load_dataset, make_pipeline
+from persist.data import load_dataset
 from persist.data.datasets import synthetic
+from persist.data.pipelines import make_pipeline
 from persist.data.storage import INDEX, StorageError, load_encoded, prepare, storage_folder
-from persist.records import read_manifest, read_records
+from persist.runs.records import read_manifest, read_records
 
 CPU = torch.device("cpu")
 CPU_DECODER_BOUND = 0  # the largest pixel difference between pipelines' decoders on a CPU: none (libjpeg-turbo)

@@ -5,9 +5,9 @@ import json
 import pytest
 from rich.console import Console
 
-from persist.cli import main
+from persist.benchjson.summary import print_summary_file, summary_rows
+from persist.cli.main import main
 from persist.config import PersistError
-from persist.summary import print_summary_file, summary_rows
 
 
 def _cell(pipeline, m, k, median_s, data_wait_s, compute_s, idle_s, util=None):
@@ -66,7 +66,7 @@ def test_a_file_that_is_not_benchmark_json_is_one_line(tmp_path, capsys, content
 
 
 def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
-    from persist.summary import print_summary
+    from persist.benchjson.summary import print_summary
 
     diverged = _cell("dali", 256, 5, 2.0, 0.1, 1.8, 0.1)
     diverged["extra_info"].update({"diverged": True, "diverged_epoch": 4})
@@ -101,7 +101,7 @@ def test_every_k_is_predicted_from_its_k1_cell():
 
 
 def test_the_loading_table_gives_each_pipelines_img_per_s_and_the_one_time_decode():
-    from persist.summary import loading_rows, render_loading
+    from persist.benchjson.summary import loading_rows, render_loading
 
     def only(pipeline, m, img_per_s, **extra):
         info = {"kind": "pipeline_only", "pipeline": pipeline, "batch_size": m, "img_per_s": img_per_s}

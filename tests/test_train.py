@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from persist.measure.clock import HostClock
-from persist.records import EPOCHS, read_records
-from persist.run import train_run
-from persist.train import DivergedError, Trainer
+from persist.runs.folder import train_run
+from persist.runs.records import EPOCHS, read_records
+from persist.training.trainer import DivergedError, Trainer
 
 METRICS = ("train_loss", "test_loss", "test_acc", "loads", "steps", "fresh_samples", "sample_steps")
 
@@ -131,7 +131,7 @@ def test_batch_larger_than_training_set_is_refused(tiny_data, tiny_config):
 
 def test_missing_cuda_device_is_refused():
     from persist.config import ConfigError
-    from persist.device import resolve_device
+    from persist.training.device import resolve_device
 
     with pytest.raises(ConfigError, match=r"device='cuda:7' does not exist: this machine has \d+ CUDA device"):
         resolve_device("cuda:7")
@@ -155,7 +155,7 @@ def test_test_loss_falls_on_real_digits(tmp_path):
 def test_evaluations_fall_at_the_same_fresh_sample_counts_for_every_k(tiny_data, tiny_config, tmp_path):
     """--eval-every counts fresh samples, so K=1 and K=5 are evaluated at the same data consumed, and evaluation
     time stays out of the training clocks."""
-    from persist.records import read_evals
+    from persist.runs.records import read_evals
 
     seen = {}
     for k in (1, 5):
@@ -196,7 +196,7 @@ def test_an_evaluation_inside_an_epoch_is_not_training_time(tiny_data, tiny_conf
 
 
 def test_resume_drops_the_interrupted_epochs_evaluations(tiny_data, tiny_config, tmp_path):
-    from persist.records import read_evals
+    from persist.runs.records import read_evals
 
     config = replace(tiny_config, epochs=2, eval_every=64)
     whole = tmp_path / "whole"
@@ -253,7 +253,7 @@ def test_a_spent_budget_is_finished_and_a_larger_one_resumes(tiny_data, tiny_con
 
 def test_a_time_budget_is_refused_under_torchrun(tiny_data, tiny_config):
     from persist.config import ConfigError
-    from persist.dist import DistContext
+    from persist.training.dist import DistContext
 
     with pytest.raises(ConfigError, match=r"budget_s=60 is not allowed under torchrun: .* use a sample-steps budget"):
         Trainer(replace(tiny_config, budget_s=60), tiny_data, dist=DistContext(rank=0, world_size=2))

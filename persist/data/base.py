@@ -13,12 +13,26 @@ from typing import Protocol
 
 import torch
 
-# How uint8 pixels become the model's input: x = (pixel/255 - mean) / std, per channel. See README ("Input scale").
-NORMALIZATIONS = {
-    "unit": "pixel / 255, in [0, 1]: torchvision's ToTensor() alone",
-    "symmetric": "in [-1, 1]: ToTensor() then Normalize(0.5, 0.5), as in PyTorch's 2018 CIFAR-10 tutorial",
-    "standardize": "per channel (pixel/255 - mean) / std, with the training split's statistics",
-}
+from persist.registries import NORMALIZATIONS
+
+Stats = tuple[float, float, float]
+
+
+# How uint8 pixels become the model's input: x = (pixel/255 - mean) / std, per channel, with (mean, std) from the
+# run's normalization (registries.NORMALIZATIONS). See README ("Input scale").
+def unit_scale(channel_mean: Stats, channel_std: Stats) -> tuple[Stats, Stats]:
+    """pixel / 255, in [0, 1]: torchvision's ToTensor() alone."""
+    return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
+def symmetric_scale(channel_mean: Stats, channel_std: Stats) -> tuple[Stats, Stats]:
+    """In [-1, 1]: ToTensor() then Normalize(0.5, 0.5), as in PyTorch's 2018 CIFAR-10 tutorial."""
+    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def standardize(channel_mean: Stats, channel_std: Stats) -> tuple[Stats, Stats]:
+    """Per channel (pixel/255 - mean) / std, with the training split's statistics."""
+    return tuple(channel_mean), tuple(channel_std)
 
 
 @dataclass(frozen=True)
@@ -26,7 +40,7 @@ class ImageData:
     """A dataset as uint8 images (N, 32, 32, 3), HWC like the CIFAR-10 files, and int64 labels.
 
     `channel_mean`/`channel_std` are facts about the training split (0..1 scale). `mean`/`std` are what every pipeline
-    normalizes with, and follow `normalization` (one of NORMALIZATIONS)."""
+    normalizes with, and follow `normalization` (a name in registries.NORMALIZATIONS)."""
 
     name: str
     train_x: torch.Tensor
@@ -44,15 +58,32 @@ class ImageData:
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
             assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[-1] == 3, (x.dtype, x.shape)
             assert y.dtype == torch.int64 and y.shape == x.shape[:1], (y.dtype, y.shape)
-        assert self.normalization in NORMALIZATIONS, self.normalization
 
     @property
-    def mean(self) -> tuple[float, ...]:
-        return {"unit": (0.0,) * 3, "symmetric": (0.5,) * 3, "standardize": self.channel_mean}[self.normalization]
+    def scale(self) -> tuple[Stats, Stats]:
+        """(mean, std) on the 0..1 scale that every pipeline normalizes with, from the run's normalization."""
+        mean, std = NORMALIZATIONS.get(self.normalization)(self.channel_mean, self.channel_std)
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            from persist.errors import PluginError
+
+            raise PluginError(
+                f"--normalization {self.normalization}: returned mean={mean!r}, std={std!r}; expected three floats "
+                "each, std > 0"
+            )
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
     @property
-    def std(self) -> tuple[float, ...]:
-        return {"unit": (1.0,) * 3, "symmetric": (0.5,) * 3, "standardize": self.channel_std}[self.normalization]
+    def mean(self) -> Stats:
+        return self.scale[0]
+
+    @property
+    def std(self) -> Stats:
+        return self.scale[1]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one model input."""
+        return (self.train_x.shape[3], self.train_x.shape[1], self.train_x.shape[2])
 
     def normalized(self, normalization: str) -> ImageData:
         return self if normalization == self.normalization else replace(self, normalization=normalization)
@@ -89,10 +120,15 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def loads_per_epoch(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Minibatches per epoch, the same for every pipeline: the incomplete last global batch is dropped."""
+    return n // (batch_size * world_size)
+
+
 def batch_indices(order: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1) -> list[torch.Tensor]:
     """This rank's part of each global batch: consecutive slices of `order` of batch_size*world_size, the incomplete
     last one dropped, each split into world_size parts of batch_size. One process: plain consecutive batches."""
-    loads = len(order) // (batch_size * world_size)
+    loads = loads_per_epoch(len(order), batch_size, world_size)
     return list(order[: loads * batch_size * world_size].view(loads, world_size, batch_size)[:, rank])
 
 
@@ -116,3 +152,17 @@ class Normalizer:
     def __call__(self, pixels_chw: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, H, W) -> float32, normalized; broadcasts over a batch or a single image."""
         return pixels_chw.float().sub_(self.mean).mul_(self.inv_std)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[Stats, Stats]:
+    """Per-channel mean and std of uint8 NHWC images on the 0..1 scale, accumulated in float64 over chunks."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), 8192):
+        chunk = images[start : start + 8192].to(torch.float64) / 255
+        total += chunk.sum(dim=(0, 1, 2))
+        total_sq += (chunk * chunk).sum(dim=(0, 1, 2))
+    count = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = (total_sq / count - mean * mean).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())

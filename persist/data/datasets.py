@@ -16,8 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from persist.config import ConfigError, PersistError, RunConfig
-from persist.data.base import ImageData
+from persist.config import RunConfig
+from persist.data.base import ImageData, channel_stats
+from persist.errors import ConfigError, PersistError, PluginError
+from persist.registries import DATASETS
 
 SYNTHETIC_SEED = 20181203  # the data are fixed, like CIFAR's; the run seed varies init and order, not the images
 SYNTHETIC_SIZES = (50_000, 10_000)
@@ -44,14 +46,40 @@ def load_dataset(config: RunConfig, on_progress=None) -> ImageData:
 
 
 def raw_dataset(config: RunConfig) -> ImageData:
-    """The dataset as uint8 arrays, before any storage format: what `persist prepare` encodes."""
-    if config.dataset == "synthetic":
-        return synthetic(config.train_size or SYNTHETIC_SIZES[0], config.test_size or SYNTHETIC_SIZES[1])
-    full = cifar10(config.data_root or "data", config.download) if config.dataset == "cifar10" else digits()
-    return subset(full, config.train_size, config.test_size)
+    """The dataset as uint8 arrays, before any storage format: what `persist prepare` encodes. Any registered
+    dataset (registries.DATASETS), a plug-in included, is cut to the config's sizes here."""
+    loader = DATASETS.get(config.dataset)
+    data = loader(
+        data_root=config.data_root, download=config.download, train_size=config.train_size, test_size=config.test_size
+    )
+    if not isinstance(data, ImageData):
+        raise PluginError(f"--dataset {config.dataset}: returned a {type(data).__name__}, expected an ImageData")
+    return subset(data, config.train_size, config.test_size)
+
+
+def prepare_storage(config: RunConfig, on_progress=None):
+    """Write the dataset that `config` names to the folder its `--storage jpeg` reads, if it is not there yet."""
+    from persist.data.storage import prepare_default
+
+    return prepare_default(raw_dataset(config), config.data_root, config.jpeg_quality, on_progress)
+
+
+def synthetic_dataset(*, train_size=None, test_size=None, **_) -> ImageData:
+    """The offline default: generated at exactly the sizes asked (cutting a larger draw would give other images)."""
+    return synthetic(train_size or SYNTHETIC_SIZES[0], test_size or SYNTHETIC_SIZES[1])
+
+
+def cifar10_dataset(*, data_root=None, download=False, **_) -> ImageData:
+    return cifar10(data_root or "data", download)
+
+
+def digits_dataset(**_) -> ImageData:
+    return digits()
 
 
 def subset(data: ImageData, train_size: int | None, test_size: int | None) -> ImageData:
+    if (train_size or len(data.train_y)) == len(data.train_y) and (test_size or len(data.test_y)) == len(data.test_y):
+        return data
     for name, limit, have in (
         ("train_size", train_size, len(data.train_y)),
         ("test_size", test_size, len(data.test_y)),
@@ -118,20 +146,6 @@ def _synthetic_split(prototypes: torch.Tensor, n: int, generator: torch.Generato
         pixels = 120 + contrast * pattern + background + brightness + noise
         images[start : start + 8192] = pixels.clamp_(0, 255).round_().to(torch.uint8).permute(0, 2, 3, 1)
     return images, labels
-
-
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std on the 0..1 scale, accumulated in float64 over chunks."""
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, len(images), 8192):
-        chunk = images[start : start + 8192].to(torch.float64) / 255
-        total += chunk.sum(dim=(0, 1, 2))
-        total_sq += (chunk * chunk).sum(dim=(0, 1, 2))
-    count = images.shape[0] * images.shape[1] * images.shape[2]
-    mean = total / count
-    std = (total_sq / count - mean * mean).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 def cifar10(root: str, download: bool = False) -> ImageData:

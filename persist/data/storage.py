@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torchvision.io import decode_jpeg, encode_jpeg, read_file
 
-from persist.config import ConfigError
-from persist.data.base import ImageData
+from persist.data.base import ImageData, channel_stats
+from persist.errors import ConfigError
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -116,14 +116,6 @@ def prepare(
     return out, True
 
 
-def prepare_storage(config, on_progress: Callable[[int, int], None] | None = None) -> tuple[Path, bool]:
-    """Write the dataset that `config` names to the folder its `--storage jpeg` reads, if it is not there yet."""
-    from persist.data.datasets import raw_dataset  # datasets imports this module
-
-    data = raw_dataset(config)
-    return prepare_default(data, config.data_root, config.jpeg_quality, on_progress)
-
-
 def read_index(folder: Path) -> dict:
     try:
         return json.loads((Path(folder) / INDEX).read_text())
@@ -144,8 +136,6 @@ def decode_files(paths, device: torch.device | str = "cpu") -> torch.Tensor:
 
 def load_encoded(folder: Path, name: str | None = None) -> ImageData:
     """The dataset stored in `folder`, its pixels decoded once on the CPU, with the training files' paths."""
-    from persist.data.datasets import channel_stats  # datasets imports this module
-
     index, folder = read_index(folder), Path(folder)
     splits = {}
     for split in ("train", "test"):

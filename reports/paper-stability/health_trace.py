@@ -4,8 +4,9 @@
 
 Trains the paper's model and hyperparameters (full width, mu = 0.001 on the summed gradient, momentum 0.5), m=512,
 K=5, inputs in [0, 1], 4,096 default synthetic training images, seed 0, on the CPU, exactly as `persist stability`
-does, and every 5 steps reads `persist.stability.health` on the current batch (after the step) and each ReLU
-layer's fraction of outputs that are positive (`on`). One JSON line per reading; `loss` is the step's own.
+does (through the same `Trainer.train_batch`), and every 5 steps reads `persist.runs.stability.health` on the current
+batch (after the step) and each ReLU layer's fraction of outputs that are positive (`on`). One JSON line per reading;
+`loss` is the step's own.
 """
 
 import json
@@ -14,9 +15,9 @@ import sys
 import torch
 
 from persist.config import RunConfig
-from persist.optim import set_lr
-from persist.stability import health
-from persist.train import Trainer
+from persist.measure import NullClock
+from persist.runs.stability import health
+from persist.training.trainer import Trainer
 
 schedule, steps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 config = RunConfig(
@@ -24,28 +25,33 @@ config = RunConfig(
     batch_size=512, persistency=5, lr_schedule=schedule,
 )  # fmt: skip
 trainer, done = Trainer(config), 0
-relus = [m for m in trainer.core.modules() if isinstance(m, torch.nn.ReLU)]
+relus = [m for m in trainer.model.modules() if isinstance(m, torch.nn.ReLU)]
 
 
 def read(x: torch.Tensor) -> dict:
     on: list[float] = []
     hooks = [r.register_forward_hook(lambda m, i, o: on.append(round((o > 0).float().mean().item(), 4))) for r in relus]
-    reading = health(trainer.core, x)  # its forward pass fills `on` too
+    reading = health(trainer.model, x)  # its forward pass fills `on` too
     for hook in hooks:
         hook.remove()
     return {**reading, "on": on}
 
 
 with open(out, "w") as f:
+
+    def after_step(use, loss: torch.Tensor, x: torch.Tensor) -> bool:
+        global done
+        done += 1
+        if done % 5 == 1:
+            f.write(json.dumps({"step": done, "loss": loss.item() / 512, **read(x)}) + "\n")
+            f.flush()
+        return done == steps
+
     for epoch in range(1, 1_000):
-        for x, y in trainer.pipeline.epoch(epoch):
-            for lr in trainer.lrs:
-                set_lr(trainer.optimizer, lr)
-                loss_sum = torch.zeros(())
-                trainer.step(x, y, loss_sum)
-                done += 1
-                if done % 5 == 1:
-                    f.write(json.dumps({"step": done, "loss": loss_sum.item() / 512, **read(x)}) + "\n")
-                    f.flush()
-                if done == steps:
-                    sys.exit(0)
+        for load, (x, y) in enumerate(trainer.pipeline.epoch(epoch)):
+            loss_sum = torch.zeros(())
+            trainer.train_batch(
+                x, y, epoch, load, loss_sum, clock=NullClock(), on_step=lambda u, v, x=x: after_step(u, v, x)
+            )
+            if done == steps:
+                sys.exit(0)

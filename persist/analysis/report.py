@@ -1,6 +1,6 @@
 """`persist report RUN_DIR... --out DIR`: the paper's figures, the decomposition table, and a short report.
 
-Reads records only (persist.records and persist.analysis); it never imports the trainer.
+Reads records only (persist.runs.records and persist.analysis.decomposition); it never imports the trainer.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pandas
 from rich.console import Console
 from rich.table import Table
 
-from persist.analysis import TARGET_FRACTION, cell_table, check_comparable, composed_runs
-from persist.claims import claim_lines
-from persist.compose import checks, composition_markdown, sources
-from persist.figures import adaptive_figures, paper_figures, reuse_figures
-from persist.records import load_evals, load_runs, load_unfinished, read_manifest
+from persist.analysis.claims import claim_lines
+from persist.analysis.compose import checks, composition_markdown, sources
+from persist.analysis.decomposition import TARGET_FRACTION, cell_table, check_comparable, composed_runs
+from persist.analysis.figures import adaptive_figures, paper_figures, reuse_figures
+from persist.runs.records import load_evals, load_runs, load_unfinished, read_manifest
 
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),

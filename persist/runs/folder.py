@@ -17,10 +17,8 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
-from persist.device import device_name
-from persist.dist import DistContext
-from persist.model import parameter_count
-from persist.records import (
+from persist.registries import plugins
+from persist.runs.records import (
     CHECKPOINT,
     EpochRecord,
     EvalRecord,
@@ -31,7 +29,10 @@ from persist.records import (
     read_manifest,
     write_json_atomic,
 )
-from persist.train import DivergedError, Trainer
+from persist.training.device import device_name
+from persist.training.dist import DistContext
+from persist.training.models import parameter_count
+from persist.training.trainer import DivergedError, Trainer
 
 
 def versions() -> dict:
@@ -99,6 +100,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "determinism": trainer.determinism,
             "pipeline": trainer.pipeline.describe(),
             "model_parameters": parameter_count(trainer.model),
+            "plugins": plugins(trainer.config.as_dict()),
             "counts_per_epoch": trainer.counts,
             "distributed": trainer.dist.describe(),
             "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "argv": sys.argv},
@@ -117,12 +119,7 @@ def save_state_atomic(state: dict, path: Path) -> None:
 
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
-    state = {
-        "epoch": record.epoch,
-        "record": record.as_dict(),
-        "model": trainer.core.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-    }
+    state = {"epoch": record.epoch, "record": record.as_dict(), **trainer.state_dict()}
     save_state_atomic(state, out / CHECKPOINT)
 
 
@@ -141,9 +138,7 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
 
 
 def load_checkpoint(out: Path, trainer: Trainer) -> None:
-    state = torch.load(out / CHECKPOINT, map_location=trainer.device, weights_only=True)
-    trainer.core.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.load_state_dict(torch.load(out / CHECKPOINT, map_location=trainer.device, weights_only=True))
 
 
 def _open_folder(out: Path, config: RunConfig, resume: bool) -> list[EpochRecord]:

@@ -9,9 +9,9 @@ import signal
 import sys
 from pathlib import Path
 
-from persist.cli_setup import add_setup_commands
+from persist.cli.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
+from persist.cli.setup import add_setup_commands
 from persist.config import PROFILES, PersistError, budget_fields
-from persist.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -45,17 +45,17 @@ def _add_train(commands) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from persist.dist import from_environment
-    from persist.progress import EpochProgress
-    from persist.run import train_run
+    from persist.cli.progress import EpochProgress
+    from persist.runs.folder import train_run
+    from persist.training.dist import from_environment
 
     config = config_from_args(args)
     dist = from_environment(config.device, args.collective_timeout_s)  # torchrun: one process per rank
     finished = False
     try:
         if config.storage == "jpeg":  # the files are written once, by rank 0, before any rank reads them
-            from persist.data.storage import prepare_storage
-            from persist.progress import CountProgress
+            from persist.cli.progress import CountProgress
+            from persist.data.datasets import prepare_storage
 
             with CountProgress("writing the dataset as JPEG files", quiet=args.quiet or not dist.is_main) as bar:
                 dist.on_main(lambda: prepare_storage(config, bar))
@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from persist.summary import print_summary_file
+    from persist.benchjson.summary import print_summary_file
 
     print_summary_file(args.json)
     return 0
@@ -87,7 +87,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from persist.compare import compare_files, render_comparisons
+    from persist.benchjson.compare import compare_files, render_comparisons
 
     results = compare_files(args.baseline, args.candidate, threshold=args.threshold / 100, force=args.force)
     regressions = [r for r in results if r.verdict == "regression"]
@@ -111,7 +111,7 @@ def _compare(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from persist.sweep import grid_from_args, run_name, run_sweep
+    from persist.runs.sweep import grid_from_args, run_name, run_sweep
 
     console = Console()
     if args.seeds is not None and args.seeds < 1:
@@ -146,7 +146,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from persist.report import write_report
+    from persist.analysis.report import write_report
 
     if args.target is not None and not 0 < args.target <= 1:
         raise PersistError(f"target={args.target} is not allowed: use an accuracy in (0, 1]")

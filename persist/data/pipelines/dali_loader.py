@@ -14,7 +14,7 @@ import torch
 
 from persist.config import PersistError
 from persist.data.augment import PAD, crop_flip_params
-from persist.data.base import Batch, ImageData, batch_indices, epoch_order, scaled_stats
+from persist.data.base import Batch, ImageData, batch_indices, epoch_order, loads_per_epoch, scaled_stats
 
 DALI_MISSING = "--pipeline dali needs NVIDIA DALI: pip install 'persist[dali]' (or pip install nvidia-dali-cuda120)"
 
@@ -144,7 +144,7 @@ class DaliPipeline:
         self._iterator, self._next_epoch = None, None
 
     def __len__(self) -> int:
-        return len(self.labels) // (self.batch_size * self.shard[1])
+        return loads_per_epoch(len(self.labels), self.batch_size, self.shard[1])
 
     def _start(self, first_epoch: int) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator

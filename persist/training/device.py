@@ -7,7 +7,7 @@ import os
 import torch
 
 from persist.config import ConfigError
-from persist.dist import DistContext
+from persist.training.dist import DistContext
 
 
 def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from persist.config import UNCAPPED_EPOCHS, ConfigError, PersistError, RunConfig, with_profile
 from persist.data import load_dataset
-from persist.records import EpochRecord, read_manifest, read_records
-from persist.run import train_run
-from persist.train import DivergedError, Trainer
+from persist.runs.folder import train_run
+from persist.runs.records import EpochRecord, read_manifest, read_records
+from persist.training.trainer import DivergedError, Trainer
 
 
 @dataclass(frozen=True)

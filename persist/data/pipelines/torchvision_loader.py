@@ -15,7 +15,7 @@ from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 from persist.data.augment import PAD, crop_flip_params
-from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order
+from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order, loads_per_epoch
 
 
 def crop_flip_one(image: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
@@ -65,7 +65,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.current_epoch = epoch
 
     def __len__(self) -> int:
-        return self.n // (self.batch_size * self.world_size)
+        return loads_per_epoch(self.n, self.batch_size, self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         order = epoch_order(self.n, self.seed, self.current_epoch)

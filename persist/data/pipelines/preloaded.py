@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from persist.data.augment import CropFlip, crop_flip, crop_flip_params
-from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order
+from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order, loads_per_epoch
 
 
 class DeviceImages:
@@ -68,7 +68,7 @@ class PreloadedPipeline:
         self.train = DeviceImages(images, data.train_y, data, device)
 
     def __len__(self) -> int:
-        return len(self.train) // (self.batch_size * self.world_size)
+        return loads_per_epoch(len(self.train), self.batch_size, self.world_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         # The order is drawn on the CPU (shared with the other pipelines) and sent over once per epoch.

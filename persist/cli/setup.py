@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from persist.cli.run_options import ints_arg, words_arg
 from persist.config import PersistError, RunConfig
-from persist.run_options import ints_arg, words_arg
 
 
 def add_setup_commands(commands) -> None:
@@ -58,9 +58,9 @@ def add_setup_commands(commands) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from persist.cli.progress import CountProgress
     from persist.data.datasets import raw_dataset
     from persist.data.storage import prepare, prepare_default
-    from persist.progress import CountProgress
 
     if args.format != "jpeg":
         raise PersistError(f"format={args.format!r} is not allowed: choose jpeg")
@@ -87,7 +87,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _stability(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from persist.stability import cell_line, markdown, paper_cells, run_stability
+    from persist.runs.stability import cell_line, markdown, paper_cells, run_stability
 
     console = Console()
     if args.steps < 10:

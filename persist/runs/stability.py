@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
-from persist.config import PersistError, RunConfig
+from persist.config import RunConfig
 from persist.data import ImageData, load_dataset
-from persist.optim import set_lr
-from persist.run import save_state_atomic
-from persist.train import Trainer
+from persist.errors import PersistError
+from persist.measure import NullClock
+from persist.runs.folder import save_state_atomic
+from persist.training.trainer import Trainer
 
 MIN_WINDOW = 10  # steps averaged at each end to decide whether the loss fell, at the least
 ROWS = "stability.jsonl"
@@ -115,24 +116,25 @@ def probe(
         state = torch.load(progress, map_location=trainer.device, weights_only=True)
         if state["config"] != config.as_dict() or state["steps"] != steps:
             raise PersistError(f"{progress} belongs to another cell or step count: remove it to start this cell again")
-        trainer.core.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.load_state_dict(state)
         losses, position, seconds = state["losses"], tuple(state["position"]), state["seconds"]
         at_start = state["health_start"]
+
+    def read_loss(use, loss: torch.Tensor) -> bool:
+        losses.append(loss.item() / config.batch_size)  # deliberate sync: the probe reads every loss
+        return not math.isfinite(losses[-1]) or len(losses) == steps  # stop here
+
     start = last_save = time.perf_counter()
     for epoch in itertools.count(position[0]):
         for load, (x, y) in enumerate(trainer.pipeline.epoch(epoch)):
             if (epoch, load) < position:
                 continue  # trained before the resume; the order of the data depends on (seed, epoch) alone
-            at_start = at_start or health(trainer.core, x)
-            for lr in trainer.lrs:
-                set_lr(trainer.optimizer, lr)
-                loss_sum = torch.zeros((), device=trainer.device)
-                trainer.step(x, y, loss_sum)
-                losses.append(loss_sum.item() / config.batch_size)  # deliberate sync: the probe reads every loss
-                if not math.isfinite(losses[-1]) or len(losses) == steps:
-                    row = summarize(config, losses, seconds + time.perf_counter() - start, steps)
-                    return {**row, "health_start": at_start, "health_end": health(trainer.core, x)}
+            at_start = at_start or health(trainer.model, x)
+            loss_sum = torch.zeros((), device=trainer.device)
+            trainer.train_batch(x, y, epoch, load, loss_sum, clock=NullClock(), on_step=read_loss)
+            if not math.isfinite(losses[-1]) or len(losses) == steps:
+                row = summarize(config, losses, seconds + time.perf_counter() - start, steps)
+                return {**row, "health_start": at_start, "health_end": health(trainer.model, x)}
             if progress is not None and time.perf_counter() - last_save >= save_every_s:
                 last_save = time.perf_counter()
                 state = {
@@ -142,8 +144,7 @@ def probe(
                     "losses": losses,
                     "health_start": at_start,
                     "seconds": seconds + last_save - start,
-                    "model": trainer.core.state_dict(),
-                    "optimizer": trainer.optimizer.state_dict(),
+                    **trainer.state_dict(),
                 }
                 save_state_atomic(state, progress)
                 if on_save is not None:

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
+from persist.benchjson.summary import load_benchmarks
 from persist.config import PersistError
 from persist.stats import t_975
-from persist.summary import load_benchmarks
 
 ALPHA = 0.05
 MIN_ROUNDS_FOR_U_TEST = 5  # 5 vs 5 rounds can reach p = 0.008; 3 vs 3 cannot go below p = 0.1

@@ -18,7 +18,7 @@ import math
 
 import pandas
 
-from persist.compose import borrow_targets, compose, sources
+from persist.analysis.compose import borrow_targets, compose, sources
 from persist.config import PersistError
 from persist.stats import mean_ci
 

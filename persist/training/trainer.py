@@ -1,4 +1,4 @@
-"""The training loop: epochs -> loads -> K steps on each loaded batch -> evaluation.
+"""The training loop: epochs -> loads -> K uses of each loaded batch (`train_batch`) -> evaluation.
 
 The trainer never asks which pipeline it has. Per epoch it measures, as DESIGN.md defines them: wall_s (host clock,
 device synchronized at both ends), data_wait_s (host time blocked on the pipeline), compute_s and gpu_idle_s (from the
@@ -15,19 +15,21 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from persist.config import ConfigError, PersistError, RunConfig
-from persist.data import ImageData, Pipeline, load_dataset, make_pipeline
+from persist.config import RunConfig
+from persist.data import ImageData, Pipeline, load_dataset
 from persist.data.augment import crop_flip, crop_flip_params
 from persist.data.base import Normalizer
-from persist.data.preloaded import DeviceImages
-from persist.device import device_name, resolve_device, set_determinism
-from persist.dist import DistContext
+from persist.data.pipelines import make_pipeline
+from persist.data.pipelines.preloaded import DeviceImages
+from persist.errors import ConfigError, PersistError
 from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.nvml import Sampler, open_sampler
-from persist.model import make_model
-from persist.optim import PaperSGD, set_lr
-from persist.records import EpochRecord, EvalRecord
-from persist.reuse import counts, lr_of_use
+from persist.runs.records import EpochRecord, EvalRecord
+from persist.training.device import device_name, resolve_device, set_determinism
+from persist.training.dist import DistContext
+from persist.training.models import make_model
+from persist.training.optim import PaperSGD, set_lr
+from persist.training.schedules import Use, counts, uses
 
 
 class PipelineError(PersistError):
@@ -74,10 +76,12 @@ class Trainer:
             torch.zeros(3, 1, 1, dtype=torch.uint8, device=self.device)
         ).flatten()
         self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
-        self.core = make_model(config.width, config.seed, self.device)  # the model itself, unwrapped
-        self.model = self.dist.wrap(self.core, self.device)  # DDP with several ranks
+        self.model = make_model(  # the model itself, unwrapped: what a checkpoint saves and evaluation runs
+            config.model, self.data.num_classes, self.data.image_shape, config.seed, self.device, config.width
+        )
+        self._forward = self.dist.wrap(self.model, self.device)  # DDP with several ranks: what training calls
         self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)
-        self.lrs = lr_of_use(config.lr_schedule, config.lr, config.persistency)
+        self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
         self.clock = clock if clock is not None else make_clock(self.device)
         self.sampler = sampler if sampler is not None else open_sampler(self.device)
         self.sync = make_sync(self.device)
@@ -102,13 +106,49 @@ class Trainer:
             self.seen[key] += value
         self.next_eval = (self.seen["fresh_samples"] // self.eval_every + 1) * self.eval_every
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> None:
-        """One SGD step: forward, loss, backward, paper-form momentum update. No host sync."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
+        """One SGD step: forward, loss, backward, paper-form momentum update; adds the step's summed per-example loss
+        to `loss_sum` and returns it, on the device. No host sync."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y, reduction=self.config.loss_reduction)
+        loss = F.cross_entropy(self._forward(x), y, reduction=self.config.loss_reduction)
         (loss * self.grad_scale if self.grad_scale != 1 else loss).backward()
         self.optimizer.step()
-        loss_sum.add_(loss.detach(), alpha=self.loss_scale)
+        summed = loss.detach() * self.loss_scale if self.loss_scale != 1 else loss.detach()
+        loss_sum.add_(summed)
+        return summed
+
+    def train_batch(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        epoch: int,
+        load: int,
+        loss_sum: torch.Tensor,
+        *,
+        clock: StepClock | None = None,
+        on_step: Callable[[Use, torch.Tensor], bool] | None = None,
+    ) -> int:
+        """Minibatch persistency, written once: the K uses of one loaded batch (load `load` of `epoch`, 0-based), each
+        with its schedule's lr and, under --reuse reaugment, its own crop-flip, each timed on `clock` (the run's by
+        default). The epoch loop, `persist stability` and the health trace all train through here. `on_step(use,
+        loss)` runs after each step and may return True to stop; returns the number of steps taken."""
+        clock = self.clock if clock is None else clock
+        for use in self.uses:
+            set_lr(self.optimizer, use.lr)
+            clock.step_start()
+            loss = self.step(self.reaugment(x, epoch, load, use.k), y, loss_sum)
+            clock.step_end()
+            if on_step is not None and on_step(use, loss):
+                return use.k
+        return len(self.uses)
+
+    def state_dict(self) -> dict:
+        """What resumes training exactly: the unwrapped model's weights and the optimizer (momentum included)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
     def reaugment(self, x: torch.Tensor, epoch: int, load: int, use: int) -> torch.Tensor:
         """Under --reuse reaugment, use `use` of the batch gets its own crop-flip, drawn from the shared seed and
@@ -129,7 +169,7 @@ class Trainer:
 
         With `on_eval`, the model is evaluated whenever the run's fresh samples pass the next multiple of
         eval_every inside the epoch (the epoch's end is run_epoch's), with every training clock stopped."""
-        self.model.train()
+        self._forward.train()
         self.clock.begin_epoch(self.counts["steps"])
         loss_sum = torch.zeros((), device=self.device)
         data_wait_s, loads, paused_s, spent = 0.0, 0, 0.0, False
@@ -145,12 +185,7 @@ class Trainer:
                 data_wait_s += self.now() - fetch_start
                 if batch is None:
                     break
-                x, y = batch
-                for use, lr in enumerate(self.lrs, start=1):  # minibatch persistency: K steps on the same batch
-                    set_lr(self.optimizer, lr)
-                    self.clock.step_start()
-                    self.step(self.reaugment(x, epoch, loads, use), y, loss_sum)
-                    self.clock.step_end()
+                self.train_batch(*batch, epoch, loads, loss_sum)  # minibatch persistency: K steps on this batch
                 loads += 1
                 if on_load is not None:
                     on_load(loads)
@@ -208,7 +243,7 @@ class Trainer:
         steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
         on_eval(self.eval_record(epoch, self.evaluate(), loads * global_m, steps * global_m, steps, epoch_train_s))
         self.dist.barrier()
-        self.model.train()
+        self._forward.train()
         return self.now() - paused
 
     def eval_record(
@@ -231,7 +266,7 @@ class Trainer:
     def _rank_summary(self, data_wait_s: float, compute_s: float) -> dict:
         if not self.dist.enabled:
             return {}
-        numel = sum(p.numel() for p in self.core.parameters())
+        numel = sum(p.numel() for p in self.model.parameters())
         return {
             **self.dist.rank_timings(data_wait_s, compute_s),
             "allreduce_probe_s": self.dist.allreduce_probe_s(numel, self.device),
@@ -253,13 +288,13 @@ class Trainer:
         """Mean per-example test loss and top-1 accuracy, timed on its own (on rank 0 only: it writes the records)."""
         if not self.dist.is_main:
             return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
-        self.core.eval()
+        self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
         for x, y in self.test.in_order(self.config.eval_batch_size):
-            logits = self.core(x)  # the unwrapped model: evaluation needs no collective
+            logits = self.model(x)  # the unwrapped model: evaluation needs no collective
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(dim=1) == y).sum()
         n = len(self.test)
@@ -293,4 +328,4 @@ class Trainer:
     def close(self) -> None:
         self.pipeline.close()
         self.sampler.close()
-        self.model = self.core  # release DDP (and its reducer's hold on the process group) before teardown
+        self._forward = self.model  # release DDP (and its reducer's hold on the process group) before teardown
