@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from conftest import run_epochs
+from persist.benchjson import schema
 from persist.measure import NullClock
 from persist.stats import ratio_check
 from persist.training.trainer import Trainer
@@ -33,16 +34,15 @@ def bench_clock_overhead(benchmark, setup, bench_data):
     timed = run_epochs(benchmark, clocked, max(MIN_PAIRS, setup.rounds), setup=bare_epoch)[1:]
     ratios = [r["wall_s"] / b for r, b in zip(timed, bare_s[1:], strict=True)]
     check = ratio_check("clock overhead (clocked / bare epoch)", ratios, high_bound=1 + MAX_CLOCK_OVERHEAD)
-    benchmark.extra_info.update(
-        {
-            "kind": "clock_overhead",
-            "clock": timed[-1]["clock"],
-            "overhead_fraction": check.ratio - 1,
-            "max_overhead_fraction": MAX_CLOCK_OVERHEAD,
-            "steps": timed[-1]["steps"],
-            "checks": [check.as_dict()],
-        }
+    info = schema.ClockOverhead(
+        clock=timed[-1]["clock"],
+        overhead_fraction=check.ratio - 1,
+        max_overhead_fraction=MAX_CLOCK_OVERHEAD,
+        steps=timed[-1]["steps"],
+        config=config.as_dict(),
+        checks=[check.as_dict()],
     )
+    benchmark.extra_info.update(schema.to_extra_info(info))
     assert not check.failed, check.message()
 
 
@@ -69,14 +69,13 @@ def bench_planted_delay(benchmark, setup, bench_data):
         ratio_check("planted delay: data wait per load / (d + load)", wait_ratios, **bounds),
         ratio_check("planted delay: epoch / (loads*(d + load) + compute)", epoch_ratios, **bounds),
     ]
-    benchmark.extra_info.update(
-        {
-            "kind": "planted_delay",
-            "delay_ms": DELAY_MS,
-            "data_wait_ratio": checks[0].ratio,
-            "epoch_model_ratio": checks[1].ratio,
-            "checks": [c.as_dict() for c in checks],
-        }
+    info = schema.PlantedDelay(
+        delay_ms=DELAY_MS,
+        data_wait_ratio=checks[0].ratio,
+        epoch_model_ratio=checks[1].ratio,
+        config=replace(config, delay_ms=DELAY_MS).as_dict(),
+        checks=[c.as_dict() for c in checks],
     )
+    benchmark.extra_info.update(schema.to_extra_info(info))
     failed = [c.message() for c in checks if c.failed]
     assert not failed, "; ".join(failed)

@@ -10,6 +10,7 @@ import pytest
 
 import references
 from conftest import PIPELINE_ONLY_SAMPLES
+from persist.benchjson import schema
 from persist.data import load_dataset
 from persist.data.pipelines import make_pipeline
 from persist.measure import make_sync
@@ -45,20 +46,21 @@ def bench_pipeline_only(benchmark, setup, pipeline_data, pipeline, m):
         benchmark.pedantic(_epoch_of(p, setup.device), rounds=setup.rounds, warmup_rounds=1, iterations=1)
     finally:
         p.close()
-    samples = len(p) * m
-    benchmark.extra_info.update(
-        {
-            "kind": "pipeline_only",
-            "pipeline": pipeline,
-            "batch_size": m,
-            "storage": config.storage,
-            "samples": samples,
-            "img_per_s": samples / benchmark.stats.stats.median,
-            "device": str(setup.device),
-            **p.describe(),  # with JPEG storage, preloaded's decode_setup_s: every file decoded once, before epoch 1
-            "files_decoded": len(pipeline_data.train_files),
-        }
+    samples, described = len(p) * m, p.describe()
+    info = schema.PipelineOnly(
+        pipeline=pipeline,
+        batch_size=m,
+        samples=samples,
+        img_per_s=samples / benchmark.stats.stats.median,
+        device=str(setup.device),
+        storage=config.storage,
+        decoder=described.get("decoder", "-"),
+        decode_setup_s=described.get("decode_setup_s"),  # JPEG + preloaded: every file decoded once, before epoch 1
+        files_decoded=len(pipeline_data.train_files),
+        config=config.as_dict(),
+        pipeline_options=described,
     )
+    benchmark.extra_info.update(schema.to_extra_info(info))
 
 
 REFERENCES = {  # each loop, and the pipeline settings (as describe() records them) that it takes over
@@ -108,15 +110,14 @@ def bench_against_hand_written(benchmark, setup, pipeline_data, pipeline):
             p.close()
     ratios = [ref / our for ref, our in zip(reference_s, benchmark.stats.stats.data, strict=True)]
     check = ratio_check(f"{pipeline} img/s / hand-written loop's", ratios, low_bound=MIN_RATIO)
-    benchmark.extra_info.update(
-        {
-            "kind": "vs_reference",
-            "pipeline": pipeline,
-            "batch_size": m,
-            "reference_median_s": statistics.median(reference_s),
-            "throughput_ratio": check.ratio,
-            "min_ratio": MIN_RATIO,
-            "checks": [check.as_dict()],
-        }
+    info = schema.VsReference(
+        pipeline=pipeline,
+        batch_size=m,
+        reference_median_s=statistics.median(reference_s),
+        throughput_ratio=check.ratio,
+        min_ratio=MIN_RATIO,
+        config=config.as_dict(),
+        checks=[check.as_dict()],
     )
+    benchmark.extra_info.update(schema.to_extra_info(info))
     assert not check.failed, check.message()

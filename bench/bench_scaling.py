@@ -14,7 +14,8 @@ import subprocess
 import pytest
 import torch
 
-from persist.runs.records import read_records
+from persist.benchjson import schema
+from persist.runs.records import read_manifest, read_records
 from persist.training.dist import torchrun_command
 
 RANKS = 2
@@ -76,23 +77,22 @@ def bench_scaling(benchmark, setup, pipeline, k, tmp_path):
     two = runs["two"]
     img_one, img_two = _img_per_s(one), _img_per_s(two)
     last = two[-1].dist
-    benchmark.extra_info.update(
-        {
-            "kind": "scaling",
-            "pipeline": pipeline,
-            "persistency": k,
-            "per_rank_batch_size": PER_RANK_BATCH,
-            "backend": last["backend"],
-            "ranks": RANKS,
-            "img_per_s_1_rank": img_one,
-            "img_per_s_2_ranks": img_two,
-            "scaling_efficiency": img_two / (RANKS * img_one),
-            "data_wait_s_max": last["data_wait_s_max"],
-            "data_wait_s_mean": last["data_wait_s_mean"],
-            "compute_s_max": last["compute_s_max"],
-            "compute_s_mean": last["compute_s_mean"],
-            "allreduce_probe_s": last["allreduce_probe_s"],
-            "steps_per_epoch": two[-1].steps,
-            "allreduce_share_of_step": last["allreduce_probe_s"] * two[-1].steps / two[-1].wall_s,
-        }
+    info = schema.Scaling(
+        pipeline=pipeline,
+        persistency=k,
+        per_rank_batch_size=PER_RANK_BATCH,
+        backend=last["backend"],
+        ranks=RANKS,
+        img_per_s_1_rank=img_one,
+        img_per_s_2_ranks=img_two,
+        scaling_efficiency=img_two / (RANKS * img_one),
+        data_wait_s_max=last["data_wait_s_max"],
+        data_wait_s_mean=last["data_wait_s_mean"],
+        compute_s_max=last["compute_s_max"],
+        compute_s_mean=last["compute_s_mean"],
+        allreduce_probe_s=last["allreduce_probe_s"],
+        steps_per_epoch=two[-1].steps,
+        allreduce_share_of_step=last["allreduce_probe_s"] * two[-1].steps / two[-1].wall_s,
+        config=read_manifest(tmp_path / f"{pipeline}-K{k}-ranks{RANKS}")["config"],
     )
+    benchmark.extra_info.update(schema.to_extra_info(info))

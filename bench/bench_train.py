@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import PERSISTENCIES, epoch_extra_info, run_epochs
+from persist.benchjson import schema
 from persist.measure import NullClock
 from persist.training.trainer import Trainer
 
@@ -40,12 +41,5 @@ def bench_model_only(benchmark, setup, bench_data, batch_size):
     benchmark.group = "model-only"
     benchmark.pedantic(epoch_of_steps, rounds=setup.rounds, warmup_rounds=1, iterations=1)
     trainer.close()
-    benchmark.extra_info.update(
-        {
-            "kind": "model_only",
-            "batch_size": batch_size,
-            "steps": steps,
-            "device": str(trainer.device),
-            "sample_steps": steps * batch_size,
-        }
-    )
+    info = schema.ModelOnly(batch_size, steps, str(trainer.device), steps * batch_size, config=config.as_dict())
+    benchmark.extra_info.update(schema.to_extra_info(info))

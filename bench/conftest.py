@@ -14,8 +14,10 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
+from persist.benchjson import schema
 from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
+from persist.registries import plugins
 from persist.runs.folder import machine_info as persist_machine_info
 from persist.training.device import device_name, resolve_device
 from persist.training.trainer import Trainer
@@ -169,34 +171,36 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
     timed = rounds[warmup_rounds:]
     wall_s = median_of(timed, "wall_s")
     last = timed[-1]
-    return {
-        "kind": "train_epoch",
+    info = schema.TrainEpoch(
         **divergence(rounds),
-        "train_loss_last": last["train_loss"],
-        "pipeline": config.pipeline,
-        "batch_size": config.batch_size,
-        "persistency": config.persistency,
-        "lr_schedule": config.lr_schedule,
-        "storage": config.storage,
-        "augment": config.augment,
-        "reuse": config.reuse,
-        "delay_ms": config.delay_ms,
-        "device": device_name(trainer.device),
-        "clock": last["clock"],
-        "wall_s": wall_s,
-        "data_wait_s": median_of(timed, "data_wait_s"),
-        "compute_s": median_of(timed, "compute_s"),
-        "gpu_idle_s": median_of(timed, "gpu_idle_s"),
-        "loads": last["loads"],
-        "steps": last["steps"],
-        "fresh_samples": last["fresh_samples"],
-        "sample_steps": last["sample_steps"],
-        "fresh_img_per_s": last["fresh_samples"] / wall_s,
-        "sample_steps_per_s": last["sample_steps"] / wall_s,
-        "nvml": last["nvml"],
-        "config": config.as_dict(),
-        "pipeline_options": trainer.pipeline.describe(),
-    }
+        train_loss_last=last["train_loss"],
+        pipeline=config.pipeline,
+        batch_size=config.batch_size,
+        persistency=config.persistency,
+        lr_schedule=config.lr_schedule,
+        storage=config.storage,
+        augment=config.augment,
+        reuse=config.reuse,
+        delay_ms=config.delay_ms,
+        model=config.model,
+        device=device_name(trainer.device),
+        clock=last["clock"],
+        wall_s=wall_s,
+        data_wait_s=median_of(timed, "data_wait_s"),
+        compute_s=median_of(timed, "compute_s"),
+        gpu_idle_s=median_of(timed, "gpu_idle_s"),
+        loads=last["loads"],
+        steps=last["steps"],
+        fresh_samples=last["fresh_samples"],
+        sample_steps=last["sample_steps"],
+        fresh_img_per_s=last["fresh_samples"] / wall_s,
+        sample_steps_per_s=last["sample_steps"] / wall_s,
+        nvml=last["nvml"],
+        config=config.as_dict(),
+        pipeline_options=trainer.pipeline.describe(),
+        plugins=plugins(config.as_dict()),
+    )
+    return schema.to_extra_info(info)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from persist.config import PersistError
+from persist.benchjson import schema
+from persist.errors import PersistError
 from persist.stats import bound_text
 
 COLUMNS = (
@@ -47,31 +48,29 @@ def load_benchmarks(path: Path) -> dict:
 def summary_rows(benchmarks: list[dict]) -> list[dict]:
     """One row per training-epoch cell, in pipeline, m, K order; other benchmarks are left out."""
     rows = []
-    for bench in benchmarks:
-        info, stats = bench.get("extra_info", {}), bench.get("stats", {})
-        if info.get("kind") != "train_epoch":
-            continue
+    for bench, info in schema.of_kind(benchmarks, schema.TrainEpoch):
+        stats = bench.get("stats", {})
         median_s = stats["median"]
         rows.append(
             {
-                "pipeline": info["pipeline"],
-                "batch_size": info["batch_size"],
-                "persistency": info["persistency"],
-                "storage": info.get("storage", "raw"),
-                "device": info["device"],
-                "clock": info["clock"],
+                "pipeline": info.pipeline,
+                "batch_size": info.batch_size,
+                "persistency": info.persistency,
+                "storage": info.storage,
+                "device": info.device,
+                "clock": info.clock,
                 "epoch_median_s": median_s,
                 "epoch_iqr_s": stats["iqr"],
                 "rounds": stats["rounds"],
-                "loads": info.get("loads"),
-                "steps": info.get("steps"),
-                "compute_s": info["compute_s"],
-                "fresh_img_per_s": info["fresh_samples"] / median_s,
-                "data_wait_pct": 100 * info["data_wait_s"] / median_s,
-                "compute_pct": 100 * info["compute_s"] / median_s,
-                "gpu_idle_pct": 100 * info["gpu_idle_s"] / median_s,
-                "util_pct": (info.get("nvml") or {}).get("util_mean_pct"),
-                "diverged_epoch": info.get("diverged_epoch") if info.get("diverged") else None,
+                "loads": info.loads,
+                "steps": info.steps,
+                "compute_s": info.compute_s,
+                "fresh_img_per_s": info.fresh_samples / median_s,
+                "data_wait_pct": 100 * info.data_wait_s / median_s,
+                "compute_pct": 100 * info.compute_s / median_s,
+                "gpu_idle_pct": 100 * info.gpu_idle_s / median_s,
+                "util_pct": (info.nvml or {}).get("util_mean_pct"),
+                "diverged_epoch": info.diverged_epoch if info.diverged else None,
             }
         )
     rows.sort(key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
@@ -97,14 +96,13 @@ def predict_epoch_s(k1: dict, loads: int | None, steps: int | None) -> float | N
     return loads * overhead_per_load_s + steps * k1["compute_s"] / k1["steps"]
 
 
-def scaling_rows(benchmarks: list[dict]) -> list[dict]:
+def scaling_rows(benchmarks: list[dict]) -> list[schema.Scaling]:
     return sorted(
-        (b["extra_info"] for b in benchmarks if b.get("extra_info", {}).get("kind") == "scaling"),
-        key=lambda info: (info["pipeline"], info["persistency"]),
+        (info for _, info in schema.of_kind(benchmarks, schema.Scaling)), key=lambda i: (i.pipeline, i.persistency)
     )
 
 
-def render_scaling(rows: list[dict]) -> Table:
+def render_scaling(rows: list[schema.Scaling]) -> Table:
     table = Table(
         "pipeline",
         "K",
@@ -118,13 +116,13 @@ def render_scaling(rows: list[dict]) -> Table:
     )
     for r in rows:
         table.add_row(
-            r["pipeline"],
-            str(r["persistency"]),
-            r["backend"],
-            f"{r['img_per_s_1_rank']:,.0f}",
-            f"{r['img_per_s_2_ranks']:,.0f}",
-            f"{100 * r['scaling_efficiency']:.0f}",
-            f"{1000 * r['allreduce_probe_s']:.2f}",
+            r.pipeline,
+            str(r.persistency),
+            r.backend,
+            f"{r.img_per_s_1_rank:,.0f}",
+            f"{r.img_per_s_2_ranks:,.0f}",
+            f"{100 * r.scaling_efficiency:.0f}",
+            f"{1000 * r.allreduce_probe_s:.2f}",
         )
     return table
 
@@ -161,7 +159,7 @@ def render(rows: list[dict], title: str) -> Table:
 def check_rows(benchmarks: list[dict]) -> list[dict]:
     """Every ratio check the bench made (extra_info["checks"]), with the benchmark it belongs to."""
     rows = []
-    for bench in benchmarks:
+    for bench in benchmarks:  # every kind may carry checks: the field is common to all of them
         for check in bench.get("extra_info", {}).get("checks", []):
             rows.append({"benchmark": bench.get("name", "?"), **check})
     return rows
@@ -195,18 +193,15 @@ def loading_rows(benchmarks: list[dict]) -> list[dict]:
     """Pipeline-only cells (no model): img/s per pipeline and m, and with JPEG storage the decoder and, for preloaded,
     its one decode of every file before training (decode img/s = files / decode_setup_s)."""
     rows = []
-    for bench in benchmarks:
-        info = bench.get("extra_info", {})
-        if info.get("kind") != "pipeline_only":
-            continue
-        setup_s, files = info.get("decode_setup_s"), info.get("files_decoded") or 0
+    for _, info in schema.of_kind(benchmarks, schema.PipelineOnly):
+        setup_s, files = info.decode_setup_s, info.files_decoded or 0
         rows.append(
             {
-                "pipeline": info["pipeline"],
-                "batch_size": info["batch_size"],
-                "storage": info.get("storage", "raw"),
-                "img_per_s": info["img_per_s"],
-                "decoder": info.get("decoder", "-"),
+                "pipeline": info.pipeline,
+                "batch_size": info.batch_size,
+                "storage": info.storage,
+                "img_per_s": info.img_per_s,
+                "decoder": info.decoder,
                 "decode_setup_s": setup_s,
                 "setup_decode_img_per_s": files / setup_s if setup_s else None,
             }
