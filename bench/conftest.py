@@ -17,9 +17,10 @@ import torch
 from persist.benchjson import schema
 from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
+from persist.measure.machine import device_name
+from persist.measure.machine import machine_info as persist_machine_info
 from persist.registries import plugins
-from persist.runs.folder import machine_info as persist_machine_info
-from persist.training.device import device_name, resolve_device
+from persist.training.device import resolve_device
 from persist.training.trainer import Trainer
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}

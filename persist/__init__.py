@@ -1,5 +1,69 @@
-"""persist: GPU training-throughput benchmarks for minibatch persistency."""
+"""persist: GPU training-throughput benchmarks for minibatch persistency (Fischetti, Mandatelli, Salvagnin).
 
-from persist.config import ConfigError, PersistError, RunConfig
+The public API, what a user scripts against:
 
-__all__ = ["ConfigError", "PersistError", "RunConfig"]
+    import persist
+
+    config = persist.RunConfig(dataset="digits", model="torchvision:resnet18", batch_size=64, persistency=2,
+                               epochs=1, device="cpu")
+    records = persist.train_run(config, "runs/resnet18-k2")          # the run folder persist report reads
+    frame = persist.load_runs(["runs/resnet18-k2"])                  # one row per epoch, pandas
+    persist.register_model("tiny", lambda num_classes, image_shape: torch.nn.Sequential(...))
+
+Names are imported on first use, so `import persist` stays cheap (no torch until a name needs it).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    # configuring and running
+    "RunConfig": "persist.config",
+    "PROFILES": "persist.config",
+    "with_profile": "persist.config",
+    "train_run": "persist.runs.folder",
+    "Trainer": "persist.training.trainer",
+    "Use": "persist.training.schedules",
+    "uses": "persist.training.schedules",
+    "SweepGrid": "persist.runs.sweep",
+    "run_sweep": "persist.runs.sweep",
+    # reading results
+    "load_runs": "persist.runs.records",
+    "load_evals": "persist.runs.records",
+    "read_records": "persist.runs.records",
+    "decomposition": "persist.analysis.decomposition",
+    "write_report": "persist.analysis.report",
+    "compare_files": "persist.benchjson.compare",
+    # plugging in
+    "register_pipeline": "persist.registries",
+    "register_model": "persist.registries",
+    "register_dataset": "persist.registries",
+    "register_lr_schedule": "persist.registries",
+    "register_normalization": "persist.registries",
+    "ImageData": "persist.data.base",
+    "Pipeline": "persist.data.base",
+    # errors: each is one line from the CLI, exit code 2
+    "PersistError": "persist.errors",
+    "ConfigError": "persist.errors",
+    "PluginError": "persist.errors",
+    "DataError": "persist.data.datasets",
+    "DivergedError": "persist.training.trainer",
+    "PipelineError": "persist.training.trainer",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'persist' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -175,9 +175,7 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
             "",
         ]
     report.write_text(
-        _markdown(
-            epochs, table, targets, target_given, figures, _machine(run_dirs[0]), interpolated=not evals.empty
-        ).replace("\n## Decomposition\n", "\n".join(extra) + "\n## Decomposition\n", 1)
+        _markdown(epochs, table, targets, target_given, figures, _machine(run_dirs[0]), not evals.empty, sections=extra)
     )
     return report
 
@@ -203,7 +201,9 @@ def _markdown(
     figures: list[Path],
     machine: str,
     interpolated: bool = False,
+    sections: list[str] = (),
 ) -> str:
+    """report.md: setup, verdicts, then `sections` (the claims and the composition), the decomposition, figures."""
     first = epochs.iloc[0]
     partial = table[table["partial"]]
     lines = [
@@ -246,6 +246,7 @@ def _markdown(
         "## Did persistency pay off?",
         "",
         *verdicts(table),
+        *sections,
         "",
         "## Decomposition",
         "",

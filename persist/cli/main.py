@@ -12,6 +12,7 @@ from pathlib import Path
 from persist.cli.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
 from persist.cli.setup import add_setup_commands
 from persist.config import PROFILES, PersistError, budget_fields
+from persist.registries import DATASETS, LR_SCHEDULES, MODELS, PIPELINES
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -119,6 +120,7 @@ def _sweep(args: argparse.Namespace) -> int:
     grid = grid_from_args(
         args.preset,
         dataset=args.dataset,
+        model=args.model,
         data_root=args.data_root,
         device=args.device,
         pipelines=args.pipelines,
@@ -178,10 +180,10 @@ def build_parser() -> Parser:
     w = commands.add_parser("sweep", help="run a resumable grid of training runs into one folder")
     w.add_argument("--preset", default="cpu", help="cpu (minutes on a CPU) | paper (the paper's grid, for a GPU)")
     w.add_argument("--out", type=Path, required=True)
-    w.add_argument("--pipelines", type=words_arg, help="comma-separated, e.g. preloaded,torchvision")
+    w.add_argument("--pipelines", type=words_arg, help=f"comma-separated, of: {PIPELINES.choices()}")
     w.add_argument("--batch-sizes", type=ints_arg, help="comma-separated m values")
     w.add_argument("--persistencies", type=ints_arg, help="comma-separated K values (include 1: the baseline)")
-    w.add_argument("--schedules", type=words_arg, help="comma-separated: constant,linear")
+    w.add_argument("--schedules", type=words_arg, help=f"comma-separated, of: {LR_SCHEDULES.choices()}")
     w.add_argument("--reuses", type=words_arg, help="comma-separated: same,reaugment (reaugment needs --augment)")
     w.add_argument("--augment", help="none (the presets') | crop-flip")
     w.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
@@ -198,7 +200,8 @@ def build_parser() -> Parser:
         help="epochs per cell on every pipeline but the first, which alone trains the convergence curves (default 2)",
     )
     w.add_argument("--full", action="store_true", help="train every pipeline's cells in full (no composition)")
-    w.add_argument("--dataset")
+    w.add_argument("--dataset", help=DATASETS.choices())
+    w.add_argument("--model", help=f"{MODELS.choices()} (default: the preset's, paper-alexnet)")
     w.add_argument("--data-root")
     w.add_argument("--device")
     w.add_argument("--quiet", action="store_true")

@@ -7,6 +7,7 @@ import argparse
 from dataclasses import fields
 
 from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields, parse_budget
+from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
 
 
 def ints_arg(text: str) -> list[int]:
@@ -29,15 +30,24 @@ def budget_arg(text: str) -> dict:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
-    g.add_argument("--dataset", help="synthetic (default, offline) | cifar10 | digits")
+    g.add_argument("--dataset", help=f"{DATASETS.choices()} (default synthetic, offline)")
     g.add_argument("--data-root", help="folder holding cifar-10-batches-py (default ./data)")
     g.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 if missing (needs network)")
-    g.add_argument("--pipeline", help="preloaded (default) | torchvision | dali")
+    g.add_argument("--pipeline", help=f"{PIPELINES.choices()} (default preloaded)")
+    g.add_argument(
+        "--model",
+        help=f"{MODELS.choices()} (default paper-alexnet; torchvision models get random weights and the dataset's "
+        "class count; a plug-in is factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module)",
+    )
     g.add_argument("--batch-size", "-m", type=int, help="minibatch size m (default 256)")
     g.add_argument("--persistency", "-K", type=int, help="SGD steps per loaded minibatch K (default 1)")
     g.add_argument("--lr", type=float, help="learning rate mu (default 0.001)")
     g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
-    g.add_argument("--lr-schedule", help="constant (default) | linear: k*mu on the k-th use of a batch")
+    g.add_argument(
+        "--lr-schedule",
+        help=f"{LR_SCHEDULES.choices()} (default constant; linear: k*mu on the k-th use of a batch; a plug-in is "
+        "function(mu, k) -> lr)",
+    )
     g.add_argument("--epochs", type=int, help="passes over the distinct training data (default 1)")
     g.add_argument(
         "--budget",
@@ -46,12 +56,14 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, help="weights and batch order (default 0)")
     g.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
-    g.add_argument("--width", type=float, help="model channel multiplier (1.0 = paper)")
+    g.add_argument("--width", type=float, help="paper-alexnet's channel multiplier (1.0 = paper); no other model")
     g.add_argument("--train-size", type=int, help="use the first N training samples")
     g.add_argument("--test-size", type=int, help="use the first N test samples")
     g.add_argument("--loss-reduction", help="sum (paper) | mean")
     g.add_argument(
-        "--normalization", help="input scale: unit [0, 1] (default) | symmetric [-1, 1] | standardize (per channel)"
+        "--normalization",
+        help=f"input scale: {NORMALIZATIONS.choices()} (default unit [0, 1]; symmetric [-1, 1]; standardize: per "
+        "channel)",
     )
     g.add_argument(
         "--storage", help="raw (default): arrays in memory | jpeg: files under --data-root, decoded per load"
@@ -94,5 +106,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
+    if values.get("model", "paper-alexnet") != "paper-alexnet" and args.width is None:
+        values.pop("width", None)  # a profile's width is paper-alexnet's; another model has none
     values.update(budget_fields(args.budget, args.epochs))
     return RunConfig(**values)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from persist.cli.run_options import ints_arg, words_arg
 from persist.config import PersistError, RunConfig
+from persist.registries import DATASETS, MODELS, NORMALIZATIONS, PIPELINES
 
 
 def add_setup_commands(commands) -> None:
     f = commands.add_parser("prepare", help="write a dataset once as encoded files (for --storage jpeg)")
-    f.add_argument("--dataset", default="synthetic", help="synthetic (default) | digits | cifar10")
+    f.add_argument("--dataset", default="synthetic", help=f"{DATASETS.choices()} (default synthetic)")
     f.add_argument("--format", default="jpeg", help="jpeg (the one format so far)")
     f.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     f.add_argument("--train-size", type=int, help="the first N training samples (default: all)")
@@ -42,16 +43,17 @@ def add_setup_commands(commands) -> None:
         default=0,
         help="and at least this many steps x m per cell, so that small m trains as far as large m (default 0)",
     )
-    b.add_argument("--normalizations", type=words_arg, help="comma-separated: unit,symmetric,standardize")
+    b.add_argument("--normalizations", type=words_arg, help=f"comma-separated, of: {NORMALIZATIONS.choices()}")
     b.add_argument("--batch-sizes", type=ints_arg, help="a subset of the paper's m: 32,256,512")
     b.add_argument("--persistencies", type=ints_arg, help="a subset of the paper's K: 1,2,5")
     b.add_argument("--schedules", type=words_arg, help="a subset of the paper's lr schedules: constant,linear")
-    b.add_argument("--dataset", default="synthetic")
+    b.add_argument("--dataset", default="synthetic", help=DATASETS.choices())
     b.add_argument("--data-root")
     b.add_argument("--train-size", type=int, default=4096, help="training images (default 4096)")
     b.add_argument("--test-size", type=int, default=256)
     b.add_argument("--width", type=float, default=1.0, help="model width (default 1.0, the paper's)")
-    b.add_argument("--pipeline", default="preloaded")
+    b.add_argument("--pipeline", default="preloaded", help=PIPELINES.choices())
+    b.add_argument("--model", default="paper-alexnet", help=MODELS.choices())
     b.add_argument("--device", default="auto")
     b.add_argument("--seeds", type=ints_arg, default=[0], help="comma-separated: each cell once per seed (default 0)")
     b.set_defaults(handler=_stability)
@@ -100,6 +102,7 @@ def _stability(args: argparse.Namespace) -> int:
         test_size=args.test_size,
         width=args.width,
         pipeline=args.pipeline,
+        model=args.model,
         device=args.device,
         seed=args.seeds[0],
     )

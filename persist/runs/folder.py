@@ -11,12 +11,12 @@ import platform
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from persist.config import RunConfig
+from persist.measure.machine import device_name, versions
 from persist.registries import plugins
 from persist.runs.records import (
     CHECKPOINT,
@@ -27,61 +27,12 @@ from persist.runs.records import (
     keep_evals_through,
     prepare_run_dir,
     read_manifest,
+    write_atomic,
     write_json_atomic,
 )
-from persist.training.device import device_name
 from persist.training.dist import DistContext
 from persist.training.models import parameter_count
 from persist.training.trainer import DivergedError, Trainer
-
-
-def versions() -> dict:
-    found = {
-        "python": platform.python_version(),
-        "torch_cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-    }
-    for package in ("persist", "torch", "torchvision", "numpy", "nvidia-dali-cuda120", "nvidia-ml-py"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_id(device: torch.device) -> str:
-    """What a timing baseline belongs to: the GPU's name, or the CPU's model and core count ("cpu" alone is not
-    one machine)."""
-    return device_name(device) if device.type == "cuda" else f"cpu {cpu_model()} x{os.cpu_count()}"
-
-
-def machine_info(device: torch.device) -> dict:
-    """Versions plus what the accelerator is: name, driver and CUDA (or why there is none)."""
-    info = {**versions(), "cpu_count": os.cpu_count(), "device": device_name(device), "device_id": device_id(device)}
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, gpu_sm_count=props.multi_processor_count)
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            info["driver"] = pynvml.nvmlSystemGetDriverVersion()
-        except Exception as error:  # no NVML: say so rather than guess
-            info["driver"] = f"unknown (NVML: {error})"
-    else:
-        info["gpu_name"] = f"none (device {device.type}; CUDA available: {torch.cuda.is_available()})"
-    return info
 
 
 def _now_utc() -> str:
@@ -112,10 +63,8 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
 
 
 def save_state_atomic(state: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save, atomically (records.write_atomic)."""
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,10 +73,16 @@ class RunDirError(PersistError):
     """The output folder cannot take this run."""
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` fills a temporary file, then it replaces `path`: a kill leaves the old file or the new one, never half
+    of one. Every file persist rewrites (manifest, checkpoint, a stability cell's progress) goes through here."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
 
 
 def read_manifest(out: Path) -> dict | None:

@@ -154,7 +154,7 @@ def run_sweep(
 
 
 # change the preset's base config
-BASE_OVERRIDES = ("dataset", "data_root", "device", "epochs", "budget_s", "budget_sample_steps", "augment")
+BASE_OVERRIDES = ("dataset", "model", "data_root", "device", "epochs", "budget_s", "budget_sample_steps", "augment")
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
 
@@ -170,7 +170,10 @@ def grid_from_args(preset: str, timing_epochs: int | None = None, full: bool = F
     base = grid.base
     if overrides.get("epochs") and not (overrides.get("budget_s") or overrides.get("budget_sample_steps")):
         base = replace(base, budget_s=None, budget_sample_steps=None)  # --epochs alone replaces the preset's budget
-    base = replace(base, **{k: overrides[k] for k in BASE_OVERRIDES if overrides.get(k)})
+    changes = {k: overrides[k] for k in BASE_OVERRIDES if overrides.get(k)}
+    if changes.get("model", "paper-alexnet") != "paper-alexnet":
+        changes["width"] = 1.0  # the presets' width is paper-alexnet's; another model has none
+    base = replace(base, **changes)
     grid = replace(grid, base=base, **{k: tuple(overrides[k]) for k in AXIS_OVERRIDES if overrides.get(k)})
     if full or timing_epochs is not None:
         grid = replace(grid, timing_epochs=None if full else timing_epochs)

@@ -50,7 +50,3 @@ def set_determinism(device: torch.device, deterministic: bool) -> dict:
         "cudnn_benchmark": False,
         "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
     }
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

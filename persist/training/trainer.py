@@ -23,9 +23,11 @@ from persist.data.pipelines import make_pipeline
 from persist.data.pipelines.preloaded import DeviceImages
 from persist.errors import ConfigError, PersistError
 from persist.measure import StepClock, make_clock, make_sync
+from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler, open_sampler
 from persist.runs.records import EpochRecord, EvalRecord
-from persist.training.device import device_name, resolve_device, set_determinism
+from persist.training.counters import RunCounters
+from persist.training.device import resolve_device, set_determinism
 from persist.training.dist import DistContext
 from persist.training.models import make_model
 from persist.training.optim import PaperSGD, set_lr
@@ -91,20 +93,10 @@ class Trainer:
         self.loss_scale = 1.0 if config.loss_reduction == "sum" else float(config.batch_size)
         # DDP averages gradients over ranks; the paper's gradient is the sum over the (global) minibatch
         self.grad_scale = float(world) if config.loss_reduction == "sum" else 1.0
-        # Evaluation on a cadence of fresh samples (global), so every K is observed at the same data consumed.
-        self.eval_every = config.eval_every or max(1, n // 4)
-        self.seen = {"fresh_samples": 0, "sample_steps": 0, "steps": 0, "train_s": 0.0}  # cumulative, whole run
-        self.next_eval = self.eval_every  # the origin (0 samples) is evaluated by train_run
-
-    def resume_from(self, records: list[EpochRecord]) -> None:
-        """Cumulative counts after the finished epochs of a resumed run, and the next evaluation point after them."""
-        for r in records:
-            self._count(r.fresh_samples, r.sample_steps, r.steps, r.wall_s)
-
-    def _count(self, fresh_samples: int, sample_steps: int, steps: int, train_s: float) -> None:
-        for key, value in zip(self.seen, (fresh_samples, sample_steps, steps, train_s), strict=True):
-            self.seen[key] += value
-        self.next_eval = (self.seen["fresh_samples"] // self.eval_every + 1) * self.eval_every
+        # cumulative counts, evaluation on a cadence of fresh (global) samples, and the budget
+        self.counters = RunCounters(config.eval_every or max(1, n // 4), config.budget_s, config.budget_sample_steps)
+        self.resume_from, self.budget_met = self.counters.add_records, self.counters.budget_met
+        self.eval_record = self.counters.eval_record
 
     def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
         """One SGD step: forward, loss, backward, paper-form momentum update; adds the step's summed per-example loss
@@ -192,8 +184,8 @@ class Trainer:
                 spent = self.budget_met(loads * self.config.persistency * global_m, self.now() - start - paused_s)
                 if spent:  # the epoch ends here; run_epoch evaluates at this point
                     break
-                fresh = self.seen["fresh_samples"] + loads * global_m
-                if on_eval is not None and fresh >= self.next_eval and loads < len(self.pipeline):
+                fresh = self.counters.seen["fresh_samples"] + loads * global_m
+                if on_eval is not None and fresh >= self.counters.next_eval and loads < len(self.pipeline):
                     paused_s += self._evaluate_inside(epoch, loads, start + paused_s, on_eval)
             self.sync()  # deliberate sync: the epoch ends when the device is done
             wall_s = self.now() - start - paused_s
@@ -201,7 +193,7 @@ class Trainer:
             nvml = self.sampler.stop()
         times = self.clock.resolve()
         steps = loads * self.config.persistency
-        self._count(loads * global_m, steps * global_m, steps, wall_s)
+        self.counters.add(loads * global_m, steps * global_m, steps, wall_s)
         # deliberate sync, once per epoch; with several ranks the loss is first summed over them
         train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
         # A non-finite loss is returned, not raised: a training run stops on it (run_epoch), a timing loop records it.
@@ -222,16 +214,6 @@ class Trainer:
             "budget_met": spent,
         }
 
-    def budget_met(self, sample_steps: int = 0, train_s: float = 0.0) -> bool:
-        """Whether the run's budget is spent, after this epoch's sample_steps and train_s so far. The time budget
-        reads the host clock without a sync: on a GPU the host may run ahead of the device by the queued work."""
-        config = self.config
-        if config.budget_sample_steps is not None:
-            return self.seen["sample_steps"] + sample_steps >= config.budget_sample_steps
-        if config.budget_s is not None:
-            return self.seen["train_s"] + train_s >= config.budget_s
-        return False
-
     def _evaluate_inside(self, epoch: int, loads: int, training_start: float, on_eval) -> float:
         """Evaluate in the middle of an epoch with the training clocks stopped; return how long the pause took.
         `training_start` is the epoch's start moved later by the pauses so far. Every rank pauses at the same load
@@ -245,23 +227,6 @@ class Trainer:
         self.dist.barrier()
         self._forward.train()
         return self.now() - paused
-
-    def eval_record(
-        self, epoch: int, evaluated: dict, fresh: int = 0, sample_steps: int = 0, steps: int = 0, train_s: float = 0.0
-    ) -> EvalRecord:
-        """An evaluation at the run's cumulative counts plus this epoch's (the arguments); advances the cadence."""
-        record = EvalRecord(
-            epoch=epoch,
-            fresh_samples_seen=self.seen["fresh_samples"] + fresh,
-            sample_steps_seen=self.seen["sample_steps"] + sample_steps,
-            steps_seen=self.seen["steps"] + steps,
-            train_s=self.seen["train_s"] + train_s,
-            test_loss=evaluated["test_loss"],
-            test_acc=evaluated["test_acc"],
-            eval_s=evaluated["eval_s"],
-        )
-        self.next_eval = (record.fresh_samples_seen // self.eval_every + 1) * self.eval_every
-        return record
 
     def _rank_summary(self, data_wait_s: float, compute_s: float) -> dict:
         if not self.dist.enabled:
