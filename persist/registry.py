@@ -67,9 +67,13 @@ class Registry:
             return None
         if target is None and not self.is_plugin(name):
             return None  # a family member (torchvision:NAME): the torchvision version names it
-        module = inspect.getmodule(self.get(name)) if target is not None else None
-        module = module or importlib.import_module(name.split(":", 1)[0])
-        path = inspect.getsourcefile(module) or getattr(module, "__file__", None)
+        if target is None:
+            module = importlib.import_module(name.split(":", 1)[0])
+        else:
+            module = inspect.getmodule(self.get(name))  # a registered object: the module that defined it
+        if module is None or getattr(module, "__file__", None) is None:
+            return {"name": name, "module": None, "module_file": None, "sha256": None}  # defined in a notebook, say
+        path = inspect.getsourcefile(module) or module.__file__
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
         return {"name": name, "module": module.__name__, "module_file": str(path), "sha256": digest}
 
