@@ -67,10 +67,8 @@ class Registry:
             return None
         if target is None and not self.is_plugin(name):
             return None  # a family member (torchvision:NAME): the torchvision version names it
-        if target is None:
-            module = importlib.import_module(name.split(":", 1)[0])
-        else:
-            module = inspect.getmodule(self.get(name))  # a registered object: the module that defined it
+        # a plug-in's module, or for a registered object the module that defined it
+        module = importlib.import_module(name.split(":", 1)[0]) if target is None else inspect.getmodule(self.get(name))
         if module is None or getattr(module, "__file__", None) is None:
             return {"name": name, "module": None, "module_file": None, "sha256": None}  # defined in a notebook, say
         path = inspect.getsourcefile(module) or module.__file__
