@@ -51,7 +51,8 @@ def test_train_writes_manifest_and_records(tmp_path, capsys):
         (["--epochs", "0"], "epochs=0 is not allowed"),
         (["--num-workers", "2"], "num_workers=2 applies only to --pipeline torchvision"),
         (["--profile", "huge"], "profile='huge' is not allowed"),
-        (["-K", "two"], "argument --persistency/-K: invalid int value: 'two'"),
+        (["-K", "two"], "persistency='two' is not allowed: use an integer K >= 1, auto, or auto:N"),
+        (["-K", "auto:1"], "persistency=auto:1 is not allowed: auto needs a cap of 2 or more"),
         (["--lr", "1e6"], "train loss became nan in epoch 1"),
     ],
 )

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields, parse_budget
+from persist.config import (
+    AUTO_CAP,
+    PROFILES,
+    ConfigError,
+    PersistError,
+    RunConfig,
+    budget_fields,
+    parse_budget,
+    parse_persistency,
+)
 from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
 
 
@@ -19,6 +28,13 @@ def ints_arg(text: str) -> list[int]:
 
 def words_arg(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def persistency_arg(text: str) -> dict:
+    try:
+        return parse_persistency(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def budget_arg(text: str) -> dict:
@@ -40,7 +56,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "class count; a plug-in is factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module)",
     )
     g.add_argument("--batch-size", "-m", type=int, help="minibatch size m (default 256)")
-    g.add_argument("--persistency", "-K", type=int, help="SGD steps per loaded minibatch K (default 1)")
+    g.add_argument(
+        "--persistency",
+        "-K",
+        type=persistency_arg,
+        help="SGD steps per loaded minibatch K (default 1), or auto / auto:N: step again on the batch in hand only "
+        f"while the next one is late, at most N times (default {AUTO_CAP})",
+    )
     g.add_argument("--lr", type=float, help="learning rate mu (default 0.001)")
     g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
     g.add_argument(
@@ -106,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
+    values.update(getattr(args, "persistency", None) or {})  # K, or auto with its cap
     if values.get("model", "paper-alexnet") != "paper-alexnet" and args.width is None:
         values.pop("width", None)  # a profile's width is paper-alexnet's; another model has none
     values.update(budget_fields(args.budget, args.epochs))

@@ -46,6 +46,7 @@ class EpochRecord:
     nvml: dict = field(default_factory=dict)
     dist: dict = field(default_factory=dict)  # several ranks: world size, backend, per-rank max/mean, all-reduce
     budget_met: bool = False  # training stopped inside this epoch because the run's budget was spent
+    uses_per_load: dict = field(default_factory=dict)  # --persistency auto: {"k": loads that got k uses}
 
     def as_dict(self) -> dict:
         return asdict(self)
