@@ -14,6 +14,7 @@ from persist.measure import NullClock
 from persist.stats import ratio_check
 from persist.training.trainer import Trainer
 
+MAX_AUTO_OVERHEAD = 0.05  # --persistency auto with a loader that keeps up: at most 5% slower than K=1
 MAX_CLOCK_OVERHEAD = 0.01  # an epoch with the step clock may take at most 1% longer than one without
 DELAY_MS = 20.0
 DELAY_TOLERANCE = 0.05
@@ -79,3 +80,34 @@ def bench_planted_delay(benchmark, setup, bench_data):
     benchmark.extra_info.update(schema.to_extra_info(info))
     failed = [c.message() for c in checks if c.failed]
     assert not failed, "; ".join(failed)
+
+
+def bench_auto_overhead(benchmark, setup, bench_data):
+    """--persistency auto with a loader that keeps up (preloaded) should take each batch once and cost what K=1
+    costs: rounds alternate a K=1 epoch (setup, untimed here) and an auto epoch (timed); the ratio auto / K=1 of
+    their epochs' wall_s must not be significantly above 1 + MAX_AUTO_OVERHEAD. Its mean K is recorded beside it."""
+    config = replace(setup.base, pipeline="preloaded", batch_size=min(setup.batch_sizes), persistency=1)
+    fixed, auto = Trainer(config, bench_data), Trainer(replace(config, persistency=8, adaptive=True), bench_data)
+    fixed_s, epochs = [], iter(range(1, 1_000_000))
+
+    def fixed_epoch():
+        fixed_s.append(fixed.train_epoch(next(epochs))["wall_s"])
+
+    benchmark.group = "measurement"
+    try:
+        timed = run_epochs(benchmark, auto, max(MIN_PAIRS, setup.rounds), setup=fixed_epoch)[1:]
+    finally:
+        fixed.close()
+        auto.close()
+    ratios = [r["wall_s"] / f for r, f in zip(timed, fixed_s[1:], strict=True)]
+    check = ratio_check("auto overhead (auto / K=1 epoch, fast loader)", ratios, high_bound=1 + MAX_AUTO_OVERHEAD)
+    mean_k = sum(r["steps"] for r in timed) / sum(r["loads"] for r in timed)
+    info = schema.AutoOverhead(
+        mean_k=mean_k,
+        overhead_fraction=check.ratio - 1,
+        max_overhead_fraction=MAX_AUTO_OVERHEAD,
+        config=auto.config.as_dict(),
+        checks=[check.as_dict()],
+    )
+    benchmark.extra_info.update(schema.to_extra_info(info))
+    assert not check.failed, check.message()

@@ -24,7 +24,7 @@ from persist.training.device import resolve_device
 from persist.training.trainer import Trainer
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
-PERSISTENCIES = (1, 2, 5)
+PERSISTENCIES = (1, 2, 5, "auto")  # auto: --persistency auto (cap 8), its K chosen by the loader's timing
 PIPELINES = ("preloaded", "torchvision", "dali")
 # pipeline-only cells need more loads per epoch than the smoke training set gives
 PIPELINE_ONLY_SAMPLES = {"smoke": 8192, "paper": 50_000}
@@ -184,6 +184,8 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         reuse=config.reuse,
         delay_ms=config.delay_ms,
         model=config.model,
+        adaptive=config.adaptive,
+        uses_per_load=last["uses_per_load"],
         device=device_name(trainer.device),
         clock=last["clock"],
         wall_s=wall_s,

@@ -18,13 +18,15 @@ import math
 
 import pandas
 
-CELL = ["batch_size", "persistency", "lr_schedule", "reuse", "seed"]
+CELL = ["batch_size", "persistency", "adaptive", "lr_schedule", "reuse", "seed"]
 BORROWED = ["steps_to_target", "epochs_to_target", "fresh_samples_to_target", "best_test_acc", "resolution"]
 
 
 def _plans(epochs: pandas.DataFrame) -> pandas.DataFrame:
-    """One row per run: its pipeline, cell, and the epochs it was planned for."""
-    return epochs.groupby("run").first().reset_index()[["run", "pipeline", *CELL, "epochs"]]
+    """One row per run: its pipeline, cell, and the epochs it was planned for. Runs under --persistency auto are left
+    out: their K depends on timing, so their convergence belongs to the run, never to another pipeline."""
+    plans = epochs.groupby("run").first().reset_index()[["run", "pipeline", *CELL, "epochs"]]
+    return plans[~plans["adaptive"].astype(bool)]
 
 
 def sources(epochs: pandas.DataFrame) -> dict[str, str]:
@@ -88,7 +90,8 @@ def checks(epochs: pandas.DataFrame, runs: pandas.DataFrame, found: dict[str, st
     from the source's (0.0: identical at every epoch)."""
     plans = _plans(epochs).set_index("run")
     rows = []
-    for _, row in runs[(runs["persistency"] > 1) & (runs["composed_from"] == "")].iterrows():
+    fixed = runs[~runs["adaptive"].astype(bool)]
+    for _, row in fixed[(fixed["persistency"] > 1) & (fixed["composed_from"] == "")].iterrows():
         timing = [r for r in found if plans.loc[r, "pipeline"] == row["pipeline"]]
         timing = [r for r in timing if plans.loc[r, "batch_size"] == row["batch_size"]]
         base = runs[

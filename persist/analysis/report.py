@@ -21,7 +21,8 @@ from persist.runs.records import load_evals, load_runs, load_unfinished, read_ma
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),
     ("batch_size", "m", "{}"),
-    ("persistency", "K", "{}"),
+    ("k_label", "K", "{}"),
+    ("mean_k", "mean K", "{:.2f}"),
     ("lr_schedule", "lr", "{}"),
     ("reuse", "reuse", "{}"),
     ("seeds", "seeds", "{}"),
@@ -47,7 +48,8 @@ TERMINAL_COLUMNS = [
     in {
         "pipeline",
         "batch_size",
-        "persistency",
+        "k_label",
+        "mean_k",
         "lr_schedule",
         "reuse",
         "target",
@@ -139,7 +141,7 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
             else "loading"
         )
         sentences.append(
-            f"- {pipeline}, m={m}: persistency {paid}; the best K={best['persistency']} ({best['lr_schedule']} lr) "
+            f"- {pipeline}, m={m}: persistency {paid}; the best K={best['k_label']} ({best['lr_schedule']} lr) "
             f"reached the target {best['speedup']:.2f}x as fast as K=1, mostly through {source} "
             f"(loading x{best['loading_factor']:.2f}, convergence x{best['convergence_factor']:.2f})."
         )

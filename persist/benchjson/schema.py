@@ -37,6 +37,8 @@ class TrainEpoch:
     reuse: str = "same"
     delay_ms: float = 0.0
     model: str = "paper-alexnet"
+    adaptive: bool = False  # --persistency auto: persistency is the cap, uses_per_load what it chose
+    uses_per_load: dict = field(default_factory=dict)
     diverged: bool = False
     diverged_epoch: int | None = None
     train_loss_last: float | None = None
@@ -105,6 +107,18 @@ class ClockOverhead:
 
 
 @dataclass(frozen=True)
+class AutoOverhead:
+    """--persistency auto against K=1 with a loader that keeps up: its mean K, and what it costs."""
+
+    kind: ClassVar[str] = "auto_overhead"
+    mean_k: float
+    overhead_fraction: float
+    max_overhead_fraction: float
+    config: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class PlantedDelay:
     kind: ClassVar[str] = "planted_delay"
     delay_ms: float
@@ -139,8 +153,8 @@ class Scaling:
 
 
 KINDS = {cls.kind: cls for cls in (TrainEpoch, ModelOnly, PipelineOnly, VsReference, ClockOverhead, PlantedDelay)}
-KINDS[Scaling.kind] = Scaling
-Info = TrainEpoch | ModelOnly | PipelineOnly | VsReference | ClockOverhead | PlantedDelay | Scaling
+KINDS.update({Scaling.kind: Scaling, AutoOverhead.kind: AutoOverhead})
+Info = TrainEpoch | ModelOnly | PipelineOnly | VsReference | ClockOverhead | AutoOverhead | PlantedDelay | Scaling
 
 
 def to_extra_info(info: Info) -> dict:

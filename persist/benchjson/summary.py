@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persist.benchjson import schema
+from persist.config import persistency_label
 from persist.errors import PersistError
 from persist.stats import bound_text
 
@@ -21,6 +22,7 @@ COLUMNS = (
     "pipeline",
     "m",
     "K",
+    "mean K",
     "epoch s (median)",
     "IQR s",
     "x K=1",
@@ -56,6 +58,9 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "pipeline": info.pipeline,
                 "batch_size": info.batch_size,
                 "persistency": info.persistency,
+                "adaptive": bool(info.adaptive),
+                "k_label": persistency_label(info.persistency, bool(info.adaptive)),
+                "mean_k": info.steps / info.loads if info.loads and info.steps else None,
                 "storage": info.storage,
                 "device": info.device,
                 "clock": info.clock,
@@ -73,8 +78,8 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "diverged_epoch": info.diverged_epoch if info.diverged else None,
             }
         )
-    rows.sort(key=lambda r: (r["pipeline"], r["batch_size"], r["persistency"]))
-    k1 = {(r["pipeline"], r["batch_size"]): r for r in rows if r["persistency"] == 1}
+    rows.sort(key=lambda r: (r["pipeline"], r["batch_size"], r["adaptive"], r["persistency"]))
+    k1 = {(r["pipeline"], r["batch_size"]): r for r in rows if r["persistency"] == 1 and not r["adaptive"]}
     for r in rows:
         base = k1.get((r["pipeline"], r["batch_size"]))
         # how much longer an epoch takes than with K=1: the naive expectation is K
@@ -139,7 +144,8 @@ def render(rows: list[dict], title: str) -> Table:
         table.add_row(
             r["pipeline"],
             str(r["batch_size"]),
-            str(r["persistency"]),
+            r["k_label"],
+            "-" if r["mean_k"] is None else f"{r['mean_k']:.2f}",
             f"{r['epoch_median_s']:.3f}",
             f"{r['epoch_iqr_s']:.3f}",
             "-" if r["epoch_vs_k1"] is None else f"{r['epoch_vs_k1']:.2f}",

@@ -129,6 +129,7 @@ def _sweep(args: argparse.Namespace) -> int:
         schedules=args.schedules,
         reuses=args.reuses,
         augment=args.augment,
+        delay_ms=args.delay_ms,
         seeds=range(args.seeds) if args.seeds else None,
         timing_epochs=args.timing_epochs,
         full=args.full,
@@ -182,7 +183,11 @@ def build_parser() -> Parser:
     w.add_argument("--out", type=Path, required=True)
     w.add_argument("--pipelines", type=words_arg, help=f"comma-separated, of: {PIPELINES.choices()}")
     w.add_argument("--batch-sizes", type=ints_arg, help="comma-separated m values")
-    w.add_argument("--persistencies", type=ints_arg, help="comma-separated K values (include 1: the baseline)")
+    w.add_argument(
+        "--persistencies",
+        type=words_arg,
+        help="comma-separated K values (include 1: the baseline), auto or auto:N for adaptive persistency",
+    )
     w.add_argument("--schedules", type=words_arg, help=f"comma-separated, of: {LR_SCHEDULES.choices()}")
     w.add_argument("--reuses", type=words_arg, help="comma-separated: same,reaugment (reaugment needs --augment)")
     w.add_argument("--augment", help="none (the presets') | crop-flip")
@@ -199,6 +204,7 @@ def build_parser() -> Parser:
         type=int,
         help="epochs per cell on every pipeline but the first, which alone trains the convergence curves (default 2)",
     )
+    w.add_argument("--delay-ms", type=float, help="a planted host delay per load in every run (slow storage)")
     w.add_argument("--full", action="store_true", help="train every pipeline's cells in full (no composition)")
     w.add_argument("--dataset", help=DATASETS.choices())
     w.add_argument("--model", help=f"{MODELS.choices()} (default: the preset's, paper-alexnet)")

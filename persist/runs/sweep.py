@@ -18,7 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from persist.config import UNCAPPED_EPOCHS, ConfigError, PersistError, RunConfig, with_profile
+from persist.config import (
+    UNCAPPED_EPOCHS,
+    ConfigError,
+    PersistError,
+    RunConfig,
+    parse_persistency,
+    persistency_label,
+    with_profile,
+)
 from persist.data import load_dataset
 from persist.runs.folder import train_run
 from persist.runs.records import EpochRecord, read_manifest, read_records
@@ -30,7 +38,7 @@ class SweepGrid:
     base: RunConfig
     pipelines: tuple[str, ...]
     batch_sizes: tuple[int, ...]
-    persistencies: tuple[int, ...]
+    persistencies: tuple[int | str, ...]  # K, or "auto" / "auto:N" (adaptive persistency, never composed)
     schedules: tuple[str, ...]
     seeds: tuple[int, ...]
     reuses: tuple[str, ...] = ("same",)  # reaugment needs the base's augment to be crop-flip
@@ -40,7 +48,8 @@ class SweepGrid:
         """A cell that runs in full on every pipeline, to check the composed speedup against a measured one."""
         return (
             config.seed == self.seeds[0]
-            and config.persistency in (1, max(self.persistencies))
+            and not config.adaptive
+            and config.persistency in (1, max(self.fixed_persistencies()))
             and config.lr_schedule in ("constant", self.schedules[0])
             and config.reuse in ("same", self.reuses[0])
         )
@@ -50,22 +59,28 @@ class SweepGrid:
         pipeline's run of the same cell)."""
         if self.timing_epochs is None or config.pipeline == self.pipelines[0] or self.is_check(config):
             return config
+        if config.adaptive:  # its K depends on timing: its convergence cannot come from another pipeline
+            return config
         return replace(config, epochs=min(self.timing_epochs, config.epochs), budget_s=None, budget_sample_steps=None)
+
+    def fixed_persistencies(self) -> list[int]:
+        return [k["persistency"] for k in map(parse_persistency, self.persistencies) if not k["adaptive"]] or [1]
 
     def configs(self) -> list[RunConfig]:
         cells = []
-        for pipeline, m, k, schedule, reuse, seed in itertools.product(
+        for pipeline, m, k_text, schedule, reuse, seed in itertools.product(
             self.pipelines, self.batch_sizes, self.persistencies, self.schedules, self.reuses, self.seeds
         ):
-            if k == 1 and (schedule != self.schedules[0] or reuse != self.reuses[0]):
+            k = parse_persistency(k_text)
+            if k["persistency"] == 1 and (schedule != self.schedules[0] or reuse != self.reuses[0]):
                 continue  # K=1 is the same run under every schedule and reuse variant
             config = replace(
                 self.base,
                 pipeline=pipeline,
                 batch_size=m,
-                persistency=k,
-                lr_schedule=schedule if k > 1 else "constant",
-                reuse=reuse if k > 1 else "same",
+                **k,
+                lr_schedule=schedule if k["persistency"] > 1 else "constant",
+                reuse=reuse if k["persistency"] > 1 else "same",
                 seed=seed,
             )
             cells.append(self.timed_only(config))
@@ -109,7 +124,8 @@ PRESETS = {
 
 def run_name(config: RunConfig) -> str:
     reuse = "" if config.reuse == "same" else f"-{config.reuse}"
-    return f"{config.pipeline}-m{config.batch_size}-K{config.persistency}-{config.lr_schedule}{reuse}-s{config.seed}"
+    k = persistency_label(config.persistency, config.adaptive).replace(":", "")
+    return f"{config.pipeline}-m{config.batch_size}-K{k}-{config.lr_schedule}{reuse}-s{config.seed}"
 
 
 def run_sweep(
@@ -154,7 +170,17 @@ def run_sweep(
 
 
 # change the preset's base config
-BASE_OVERRIDES = ("dataset", "model", "data_root", "device", "epochs", "budget_s", "budget_sample_steps", "augment")
+BASE_OVERRIDES = (
+    "dataset",
+    "model",
+    "data_root",
+    "device",
+    "epochs",
+    "budget_s",
+    "budget_sample_steps",
+    "augment",
+    "delay_ms",
+)
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
 
