@@ -186,3 +186,10 @@ def test_a_sweep_can_cross_reuse_variants_and_refuses_reaugment_without_crop_fli
     assert all(c.augment == "crop-flip" for c in grid.configs())
     with pytest.raises(ConfigError, match="reuse='reaugment' needs augment='crop-flip'"):
         grid_from_args("cpu", reuses=["reaugment"])
+
+
+def test_a_time_budget_replaces_the_presets_sample_budget():
+    from persist.runs.sweep import grid_from_args
+
+    config = grid_from_args("cpu", budget_s=60.0, epochs=1_000_000, persistencies=["1", "auto"]).configs()[-1]
+    assert (config.budget_s, config.budget_sample_steps, config.adaptive, config.persistency) == (60.0, None, True, 8)

@@ -197,6 +197,9 @@ def grid_from_args(preset: str, timing_epochs: int | None = None, full: bool = F
     if overrides.get("epochs") and not (overrides.get("budget_s") or overrides.get("budget_sample_steps")):
         base = replace(base, budget_s=None, budget_sample_steps=None)  # --epochs alone replaces the preset's budget
     changes = {k: overrides[k] for k in BASE_OVERRIDES if overrides.get(k)}
+    for given, other in (("budget_s", "budget_sample_steps"), ("budget_sample_steps", "budget_s")):
+        if changes.get(given):
+            changes[other] = None  # a budget given replaces the preset's, of whichever kind
     if changes.get("model", "paper-alexnet") != "paper-alexnet":
         changes["width"] = 1.0  # the presets' width is paper-alexnet's; another model has none
     base = replace(base, **changes)
