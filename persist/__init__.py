@@ -50,8 +50,8 @@ _EXPORTS = {
     "ConfigError": "persist.errors",
     "PluginError": "persist.errors",
     "DataError": "persist.data.datasets",
-    "DivergedError": "persist.training.trainer",
-    "PipelineError": "persist.training.trainer",
+    "DivergedError": "persist.errors",
+    "PipelineError": "persist.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -106,6 +106,27 @@ def next_ready(
     return True, now() - start
 
 
+def train_while_late(
+    one_use: Callable[[object], None],
+    uses: list,
+    ready: Callable[[], bool],
+    step_done: Callable[[], bool],
+    now: Callable[[], float] = time.perf_counter,
+) -> tuple[int, float]:
+    """Use 1 of the batch in hand, then each further use only while the next batch is late, up to the last of `uses`
+    (the cap). Returns (uses taken, seconds the host waited to learn whether the next batch had come)."""
+    waited_s = 0.0
+    for taken, use in enumerate(uses, start=1):
+        one_use(use)
+        if taken == len(uses):
+            break  # the cap
+        came, waited = next_ready(ready, step_done, now)
+        waited_s += waited
+        if came:
+            break
+    return taken, waited_s
+
+
 def uses_histogram(uses_per_load: list[int]) -> dict[str, int]:
     """{"k": loads that got k uses}, with string keys for JSON."""
     counts: dict[str, int] = {}

@@ -21,26 +21,19 @@ from persist.data.augment import crop_flip, crop_flip_params
 from persist.data.base import Normalizer
 from persist.data.pipelines import make_pipeline
 from persist.data.pipelines.preloaded import DeviceImages
-from persist.errors import ConfigError, PersistError
+from persist.errors import DivergedError, PersistError, PipelineError
 from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler, open_sampler
 from persist.runs.records import EpochRecord, EvalRecord
-from persist.training.adaptive import Prefetcher, StepDone, next_ready, uses_histogram
+from persist.training.adaptive import Prefetcher, StepDone, train_while_late, uses_histogram
 from persist.training.counters import RunCounters
 from persist.training.device import resolve_device, set_determinism
 from persist.training.dist import DistContext
+from persist.training.evaluation import evaluate
 from persist.training.models import make_model
 from persist.training.optim import PaperSGD, set_lr
 from persist.training.schedules import Use, counts, uses
-
-
-class PipelineError(PersistError):
-    """The input pipeline failed mid-epoch (a dead worker, say); finished epochs are already on disk."""
-
-
-class DivergedError(PersistError):
-    """The training loss became NaN or infinite."""
 
 
 class Trainer:
@@ -63,21 +56,7 @@ class Trainer:
         # the run's normalization applies whatever data were handed in: every pipeline reads data.mean/std
         self.data = (data if data is not None else load_dataset(config)).normalized(config.normalization)
         n, world = len(self.data.train_y), self.dist.world_size
-        if config.batch_size * world > n:
-            raise ConfigError(
-                f"batch_size={config.batch_size} is not allowed: the training set has {n} samples"
-                + (f", fewer than one global batch of {config.batch_size} x {world} ranks" if world > 1 else "")
-            )
-        if config.adaptive and self.dist.enabled:
-            raise ConfigError(
-                "persistency=auto is not allowed under torchrun: each rank would choose its own number of steps, and "
-                "DDP needs the same on every rank; use a fixed K"
-            )
-        if config.budget_s is not None and self.dist.enabled:
-            raise ConfigError(
-                f"budget_s={config.budget_s} is not allowed under torchrun: each rank's clock would decide on its own "
-                "when to stop; use a sample-steps budget, which every rank counts alike"
-            )
+        self.dist.check_fits(config, n)
         self.pipeline: Pipeline = make_pipeline(config, self.data, self.device, self.dist.rank, world)
         # pixel 0 normalized: the padding of an on-device crop-flip of an already normalized batch
         self.pad_fill = Normalizer(self.data, self.device)(
@@ -150,17 +129,12 @@ class Trainer:
         host waited to learn whether the next batch had come: data wait)."""
         if not self.config.adaptive:
             return self.train_batch(*batch, epoch, load, loss_sum), 0.0
-        waited_s = 0.0
-        for use in self.uses:
+
+        def one_use(use: Use) -> None:
             self.train_batch(*batch, epoch, load, loss_sum, uses=[use])
-            if use.k == len(self.uses):
-                break  # the cap
             self.step_done.record()
-            ready, waited = next_ready(source.ready, self.step_done, self.now)
-            waited_s += waited
-            if ready:
-                break
-        return use.k, waited_s
+
+        return train_while_late(one_use, self.uses, source.ready, self.step_done, self.now)
 
     def state_dict(self) -> dict:
         """What resumes training exactly: the unwrapped model's weights and the optimizer (momentum included)."""
@@ -282,22 +256,14 @@ class Trainer:
                 f"{type(error).__name__}: {error}"
             ) from error
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Mean per-example test loss and top-1 accuracy, timed on its own (on rank 0 only: it writes the records)."""
         if not self.dist.is_main:
             return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
-        for x, y in self.test.in_order(self.config.eval_batch_size):
-            logits = self.model(x)  # the unwrapped model: evaluation needs no collective
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
-        n = len(self.test)
-        test_loss, test_acc = loss_sum.item() / n, correct.item() / n  # deliberate sync: the results
+        # the unwrapped model: evaluation needs no collective
+        test_loss, test_acc = evaluate(self.model, self.test.in_order(self.config.eval_batch_size), len(self.test))
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
 
     def check_finite(self, trained: dict) -> None:
