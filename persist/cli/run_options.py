@@ -46,14 +46,14 @@ def budget_arg(text: str) -> dict:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
-    g.add_argument("--dataset", help=f"{DATASETS.choices()} (default synthetic, offline)")
+    g.add_argument("--dataset", help=f"{DATASETS.described()}")
     g.add_argument("--data-root", help="folder holding cifar-10-batches-py (default ./data)")
     g.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 if missing (needs network)")
-    g.add_argument("--pipeline", help=f"{PIPELINES.choices()} (default preloaded)")
+    g.add_argument("--pipeline", help=f"{PIPELINES.described()}; default preloaded")
     g.add_argument(
         "--model",
-        help=f"{MODELS.choices()} (default paper-alexnet; torchvision models get random weights and the dataset's "
-        "class count; a plug-in is factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module)",
+        help=f"{MODELS.described()}. torchvision models get random weights and the dataset's class count; a "
+        "plug-in is factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module",
     )
     g.add_argument("--batch-size", "-m", type=int, help="minibatch size m (default 256)")
     g.add_argument(
@@ -67,8 +67,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
     g.add_argument(
         "--lr-schedule",
-        help=f"{LR_SCHEDULES.choices()} (default constant; linear: k*mu on the k-th use of a batch; a plug-in is "
-        "function(mu, k) -> lr)",
+        help=f"{LR_SCHEDULES.described()}; default constant; a plug-in is function(mu, k) -> lr",
     )
     g.add_argument("--epochs", type=int, help="passes over the distinct training data (default 1)")
     g.add_argument(
@@ -84,8 +83,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--loss-reduction", help="sum (paper) | mean")
     g.add_argument(
         "--normalization",
-        help=f"input scale: {NORMALIZATIONS.choices()} (default unit [0, 1]; symmetric [-1, 1]; standardize: per "
-        "channel)",
+        help=f"input scale: {NORMALIZATIONS.described()}",
     )
     g.add_argument(
         "--storage", help="raw (default): arrays in memory | jpeg: files under --data-root, decoded per load"
