@@ -49,6 +49,11 @@ def pytest_addoption(parser):
         help="raw arrays (default) | jpeg: files under the data root, read and decoded by every pipeline",
     )
     group.addoption(
+        "--persist-storage-dir",
+        default=None,
+        help="read a folder that persist prepare --out wrote (implies --persist-storage jpeg)",
+    )
+    group.addoption(
         "--persist-augment",
         default="none",
         choices=("none", "crop-flip", "crop-flip-reaugment"),
@@ -94,7 +99,8 @@ def _setup(config) -> BenchSetup:
     base = RunConfig(
         dataset=config.getoption("--persist-dataset"),
         data_root=config.getoption("--persist-data-root"),
-        storage=config.getoption("--persist-storage"),
+        storage="jpeg" if config.getoption("--persist-storage-dir") else config.getoption("--persist-storage"),
+        storage_dir=config.getoption("--persist-storage-dir"),
         augment="none" if config.getoption("--persist-augment") == "none" else "crop-flip",
         reuse="reaugment" if config.getoption("--persist-augment") == "crop-flip-reaugment" else "same",
         device=str(device),

@@ -37,7 +37,8 @@ def test_prepare_writes_one_file_per_sample_and_an_index(small, stored):
     assert index["dataset"] == "synthetic" and index["quality"] == 90 and index["format"] == "jpeg"
     assert (index["train_size"], index["test_size"]) == (96, 32) and len(index["train"]) == 96
     for i in (0, 57):
-        relative, label = index["train"][i]
+        relative, label, size, _ = index["train"][i]
+        assert size == (stored / relative).stat().st_size
         assert relative == f"train/{label}/{i:05d}.jpg" and label == int(small.train_y[i])
         pixels = decode_jpeg(read_file(str(stored / relative)))  # a real JPEG, close to its source
         error = (pixels.permute(1, 2, 0).int() - small.train_x[i].int()).abs().float().mean()

@@ -54,12 +54,17 @@ def _train(args: argparse.Namespace) -> int:
     dist = from_environment(config.device, args.collective_timeout_s)  # torchrun: one process per rank
     finished = False
     try:
-        if config.storage == "jpeg":  # the files are written once, by rank 0, before any rank reads them
+        if config.storage == "jpeg" and config.storage_dir is None:  # written once, by rank 0, before any rank reads
             from persist.cli.progress import CountProgress
             from persist.data.datasets import prepare_storage
 
             with CountProgress("writing the dataset as JPEG files", quiet=args.quiet or not dist.is_main) as bar:
-                dist.on_main(lambda: prepare_storage(config, bar))
+                folder, written = dist.on_main(lambda: prepare_storage(config, bar))
+            if written and dist.is_main:
+                print(
+                    f"persist train: wrote the dataset as JPEG files to {folder} (reused by later runs)",
+                    file=sys.stderr,
+                )
             dist.barrier()
         with EpochProgress(config, quiet=args.quiet or not dist.is_main) as progress:
             train_run(
@@ -129,6 +134,8 @@ def _sweep(args: argparse.Namespace) -> int:
         schedules=args.schedules,
         reuses=args.reuses,
         augment=args.augment,
+        storage=args.storage or ("jpeg" if args.storage_dir else None),
+        storage_dir=args.storage_dir,
         seeds=range(args.seeds) if args.seeds else None,
         timing_epochs=args.timing_epochs,
         full=args.full,
@@ -203,6 +210,8 @@ def build_parser() -> Parser:
     w.add_argument("--dataset", help=DATASETS.choices())
     w.add_argument("--model", help=f"{MODELS.choices()} (default: the preset's, paper-alexnet)")
     w.add_argument("--data-root")
+    w.add_argument("--storage", help="raw (the presets') | jpeg: every run reads the dataset as JPEG files")
+    w.add_argument("--storage-dir", help="read a folder that persist prepare --out wrote (implies --storage jpeg)")
     w.add_argument("--device")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(handler=_sweep)

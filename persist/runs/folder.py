@@ -50,6 +50,11 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "clock": trainer.clock.name,
             "determinism": trainer.determinism,
             "pipeline": trainer.pipeline.describe(),
+            "storage": {  # which folder the encoded data came from, and the hash of the index that was checked
+                "kind": trainer.data.storage,
+                "folder": trainer.data.storage_folder,
+                "index_sha256": trainer.data.storage_index_sha256,
+            },
             "model_parameters": parameter_count(trainer.model),
             "plugins": plugins(trainer.config.as_dict()),
             "counts_per_epoch": trainer.counts,

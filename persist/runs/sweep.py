@@ -112,6 +112,12 @@ def run_name(config: RunConfig) -> str:
     return f"{config.pipeline}-m{config.batch_size}-K{config.persistency}-{config.lr_schedule}{reuse}-s{config.seed}"
 
 
+def _data_key(config: RunConfig) -> tuple:
+    """What decides the data a cell trains on: cells that share it share one loaded dataset."""
+    return (config.dataset, config.data_root, config.train_size, config.test_size, config.storage, config.storage_dir,
+            config.jpeg_quality)  # fmt: skip
+
+
 def run_sweep(
     grid: SweepGrid,
     out: Path,
@@ -122,7 +128,7 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     configs, datasets = grid.configs(), {}
     for config in configs:  # every dataset loaded and every m checked before the first run starts
-        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        key = _data_key(config)
         if key not in datasets:
             datasets[key] = load_dataset(config)
         if config.batch_size > len(datasets[key].train_y):
@@ -144,7 +150,7 @@ def run_sweep(
             continue
         if on_run:
             on_run(run_name(config), config, f"resuming after epoch {done}" if done else "starting")
-        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        key = _data_key(config)
         try:
             train_run(config, folder, resume=True, trainer=Trainer(config, datasets[key]), on_epoch=on_epoch)
         except DivergedError as error:  # a result of the grid, not a failure of the sweep: record it and go on
@@ -154,7 +160,18 @@ def run_sweep(
 
 
 # change the preset's base config
-BASE_OVERRIDES = ("dataset", "model", "data_root", "device", "epochs", "budget_s", "budget_sample_steps", "augment")
+BASE_OVERRIDES = (
+    "dataset",
+    "model",
+    "data_root",
+    "device",
+    "epochs",
+    "budget_s",
+    "budget_sample_steps",
+    "augment",
+    "storage",
+    "storage_dir",
+)
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
 
