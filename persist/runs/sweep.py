@@ -20,7 +20,8 @@ from pathlib import Path
 
 from persist.config import UNCAPPED_EPOCHS, ConfigError, PersistError, RunConfig, with_profile
 from persist.data import load_dataset
-from persist.runs.folder import train_run
+from persist.runs.folder import make_folder, train_run
+from persist.runs.lock import RunLock
 from persist.runs.records import EpochRecord, read_manifest, read_records
 from persist.training.trainer import DivergedError, Trainer
 
@@ -124,8 +125,14 @@ def run_sweep(
     on_run: Callable[[str, RunConfig, str], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> list[Path]:
-    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed. The
+    sweep holds `out`'s lock throughout (one sweep per folder), and each run its own folder's."""
+    make_folder(out)
+    with RunLock(out, "sweep"):
+        return _run_cells(grid, out, on_run, on_epoch)
+
+
+def _run_cells(grid: SweepGrid, out: Path, on_run, on_epoch) -> list[Path]:
     configs, datasets = grid.configs(), {}
     for config in configs:  # every dataset loaded and every m checked before the first run starts
         key = _data_key(config)
