@@ -227,13 +227,11 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     import io
 
-    from rich.console import Console
-
     from persist.benchjson.summary import print_summary
+    from persist.tables import summary_console
 
     text = io.StringIO()
-    console = Console(
-        file=text, width=max(120, terminalreporter._tw.fullwidth), force_terminal=terminalreporter.hasmarkup
-    )
+    # piped (a CI log), rich would cut the names at 120 columns: summary_console gives it room (persist/tables.py)
+    console = summary_console(text, terminalreporter.hasmarkup, terminalreporter._tw.fullwidth)
     print_summary([b.as_dict(include_data=False) for b in session.benchmarks], console)
     terminalreporter.write("\n" + text.getvalue())

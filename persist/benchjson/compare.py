@@ -145,6 +145,7 @@ def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force:
 
 def render_comparisons(results: list[Comparison], threshold_pct: float):
     """The gate's verdicts as a rich table (computed by compare_files, rendered here)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -160,7 +161,7 @@ def render_comparisons(results: list[Comparison], threshold_pct: float):
     for r in results:
         style = {"regression": "bold red", "improvement": "green"}.get(r.verdict)
         table.add_row(
-            r.name.split("::")[-1],  # the test id; --json keeps the full name
+            escape(r.name.split("::")[-1]),  # the test id, its [params] not read as markup; --json keeps the full name
             f"{r.baseline_median_s:.4f}",
             f"{r.candidate_median_s:.4f}",
             f"{r.ratio:.3f}",

@@ -91,9 +91,8 @@ def _summary(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
-
     from persist.benchjson.compare import compare_files, render_comparisons
+    from persist.tables import table_console
 
     results = compare_files(args.baseline, args.candidate, threshold=args.threshold / 100, force=args.force)
     regressions = [r for r in results if r.verdict == "regression"]
@@ -109,7 +108,7 @@ def _compare(args: argparse.Namespace) -> int:
             )
         )
     else:
-        Console().print(render_comparisons(results, args.threshold))
+        table_console().print(render_comparisons(results, args.threshold))  # piped, names stay whole
         print(f"{len(regressions)} regression(s) in {len(results)} benchmark(s)")
     return 1 if regressions else 0
 
@@ -170,8 +169,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("persist")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="persist", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"persist {version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     s = commands.add_parser("summary", help="the bench summary table from a saved --benchmark-json file")
@@ -230,7 +239,12 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # a bare `persist`: what it can do, not just "a command is required"
+        parser.print_help()
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     speaks = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints errors: one line, not N
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
