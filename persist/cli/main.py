@@ -96,12 +96,14 @@ def _compare(args: argparse.Namespace) -> int:
 
     results = compare_files(args.baseline, args.candidate, threshold=args.threshold / 100, force=args.force)
     regressions = [r for r in results if r.verdict == "regression"]
+    unlike = sum(r.verdict == "not comparable" for r in results)  # never counted as regressions
     if args.json:
         print(
             json.dumps(
                 {
                     "threshold_pct": args.threshold,
                     "regressions": len(regressions),
+                    "not_comparable": unlike,
                     "results": [r.as_dict() for r in results],
                 },
                 indent=2,
@@ -109,7 +111,10 @@ def _compare(args: argparse.Namespace) -> int:
         )
     else:
         table_console().print(render_comparisons(results, args.threshold))  # piped, names stay whole
-        print(f"{len(regressions)} regression(s) in {len(results)} benchmark(s)")
+        print(
+            f"{len(regressions)} regression(s) in {len(results)} benchmark(s)"
+            + (f"; {unlike} not comparable (different run configs), not counted" if unlike else "")
+        )
     return 1 if regressions else 0
 
 
