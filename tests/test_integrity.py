@@ -207,3 +207,17 @@ def test_sweep_takes_storage_dir_into_every_cell():
 
     grid = grid_from_args("cpu", storage="jpeg", storage_dir="prepared", batch_sizes=[32])
     assert {(c.storage, c.storage_dir) for c in grid.configs()} == {("jpeg", "prepared")}
+
+
+def test_the_trainer_passes_a_worker_decode_error_on_as_one_line(stored):
+    from persist.training.trainer import Trainer
+
+    config = RunConfig(batch_size=16, width=0.125, device="cpu", pipeline="torchvision", num_workers=1, storage="jpeg")
+    trainer = Trainer(config, load_encoded(stored))
+    path = _replace_file(stored, 11, b"\xff\xd8\xff", reseal=False)
+    try:
+        with pytest.raises(DecodeError) as caught:
+            trainer.train_epoch(1)
+    finally:
+        trainer.close()
+    assert str(caught.value).startswith(f"{path} cannot be decoded as a JPEG") and "\n" not in str(caught.value)

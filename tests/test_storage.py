@@ -73,6 +73,7 @@ def test_an_interrupted_prepare_leaves_no_half_dataset(small, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         prepare(big, tmp_path / "set", 90, interrupt)
     assert calls == [1000] and not (tmp_path / "set").exists()
+    assert not (tmp_path / "set.partial").exists()  # Ctrl-C leaves nothing behind, not even the partial folder
     assert prepare(small, tmp_path / "set", 90)[1]  # a later run starts over cleanly
 
 
@@ -117,6 +118,7 @@ def test_train_with_jpeg_storage_prepares_on_first_use(tmp_path, capsys):
     args = ["train", "--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--width", "0.125"]
     args += ["-m", "32", "-K", "2", "--epochs", "1", "--storage", "jpeg", "--data-root", str(tmp_path / "data")]
     assert main([*args, "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert "wrote the dataset as JPEG files to " + str(tmp_path / "data" / "persist-jpeg") in capsys.readouterr().err
     config = RunConfig(dataset="synthetic", train_size=128, test_size=32, data_root=str(tmp_path / "data"))
     folder = storage_folder(config.data_root, load_dataset(config), 90)
     assert (folder / INDEX).is_file()
