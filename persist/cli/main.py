@@ -165,6 +165,7 @@ def _report(args: argparse.Namespace) -> int:
         raise PersistError(f"target={args.target} is not allowed: use an accuracy in (0, 1]")
     folders = [p for p in args.runs if p.is_dir() and (p / "manifest.json").exists()]
     others = [p for p in args.runs if p not in folders and p.resolve() != args.out.resolve()]
+    others = [p for p in others if p.name != ".persist.lock"]  # a killed sweep's stale lock, among SWEEP/*
     if others:
         raise PersistError(f"{others[0]} is not a persist run folder (no manifest.json)")
     if not folders:
