@@ -49,6 +49,11 @@ def pytest_addoption(parser):
         help="raw arrays (default) | jpeg: files under the data root, read and decoded by every pipeline",
     )
     group.addoption(
+        "--persist-storage-dir",
+        default=None,
+        help="read a folder that persist prepare --out wrote (implies --persist-storage jpeg)",
+    )
+    group.addoption(
         "--persist-augment",
         default="none",
         choices=("none", "crop-flip", "crop-flip-reaugment"),
@@ -94,7 +99,8 @@ def _setup(config) -> BenchSetup:
     base = RunConfig(
         dataset=config.getoption("--persist-dataset"),
         data_root=config.getoption("--persist-data-root"),
-        storage=config.getoption("--persist-storage"),
+        storage="jpeg" if config.getoption("--persist-storage-dir") else config.getoption("--persist-storage"),
+        storage_dir=config.getoption("--persist-storage-dir"),
         augment="none" if config.getoption("--persist-augment") == "none" else "crop-flip",
         reuse="reaugment" if config.getoption("--persist-augment") == "crop-flip-reaugment" else "same",
         device=str(device),
@@ -223,13 +229,11 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     import io
 
-    from rich.console import Console
-
     from persist.benchjson.summary import print_summary
+    from persist.tables import summary_console
 
     text = io.StringIO()
-    console = Console(
-        file=text, width=max(120, terminalreporter._tw.fullwidth), force_terminal=terminalreporter.hasmarkup
-    )
+    # piped (a CI log), rich would cut the names at 120 columns: summary_console gives it room (persist/tables.py)
+    console = summary_console(text, terminalreporter.hasmarkup, terminalreporter._tw.fullwidth)
     print_summary([b.as_dict(include_data=False) for b in session.benchmarks], console)
     terminalreporter.write("\n" + text.getvalue())

@@ -59,6 +59,7 @@ class RunConfig:
     normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
     eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
     storage: str = "raw"  # jpeg: the dataset as JPEG files under data_root, read and decoded by each pipeline
+    storage_dir: str | None = None  # jpeg: a folder `persist prepare --out` wrote (None: the default under data_root)
     jpeg_quality: int = 90
     augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
     reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
@@ -84,6 +85,8 @@ class RunConfig:
             _registered(name, getattr(self, name), registry)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _one_of("storage", self.storage, STORAGES)
+        if self.storage_dir is not None and self.storage != "jpeg":
+            raise ConfigError(f"storage_dir={self.storage_dir!r} needs storage='jpeg', not {self.storage!r}")
         if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
             1 <= self.jpeg_quality <= 100
         ):

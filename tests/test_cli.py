@@ -145,3 +145,12 @@ def test_the_manifest_records_what_deterministic_did(tmp_path):
         "applied": False,
         "why": "cpu kernels are deterministic already",
     }
+
+
+def test_bare_persist_prints_help_and_version_is_known(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: persist") and "train" in out and "compare" in out and "verify" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("persist ")

@@ -17,6 +17,7 @@ from persist.analysis.compose import checks, composition_markdown, sources
 from persist.analysis.decomposition import TARGET_FRACTION, cell_table, check_comparable, composed_runs
 from persist.analysis.figures import adaptive_figures, paper_figures, reuse_figures
 from persist.runs.records import load_evals, load_runs, load_unfinished, read_manifest
+from persist.tables import table_console
 
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),
@@ -162,7 +163,7 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
     for pipeline in sorted(measured["pipeline"].unique()):
         for draw in (paper_figures, adaptive_figures, reuse_figures):
             figures += draw(measured, pipeline, out)
-    (console or Console()).print(rich_table(table, targets))
+    (console or table_console()).print(rich_table(table, targets))  # piped, names stay whole
     report = out / "report.md"
     unfinished = load_unfinished(run_dirs)
     extra = ["", "## The paper's claims", "", *claim_lines(runs, unfinished), ""]

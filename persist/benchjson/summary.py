@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +16,7 @@ from persist.benchjson import schema
 from persist.config import persistency_label
 from persist.errors import PersistError
 from persist.stats import bound_text
+from persist.tables import table_console
 
 COLUMNS = (
     "pipeline",
@@ -243,7 +243,7 @@ def title_for(rows: list[dict]) -> str:
 
 def print_summary(benchmarks: list[dict], console: Console | None = None) -> list[dict]:
     rows = summary_rows(benchmarks)
-    console = console or Console()
+    console = console or table_console()
     if rows:
         console.print(render(rows, title_for(rows)))
     else:
@@ -261,6 +261,5 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
 
 
 def print_summary_file(path: Path, console: Console | None = None) -> list[dict]:
-    # piped to a file or another program, rich would wrap at 80 columns; the table is wider than that
-    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    console = console or table_console()  # piped, names stay whole (persist/tables.py)
     return print_summary(load_benchmarks(path)["benchmarks"], console)

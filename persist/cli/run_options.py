@@ -89,6 +89,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--storage", help="raw (default): arrays in memory | jpeg: files under --data-root, decoded per load"
     )
     g.add_argument("--jpeg-quality", type=int, help="quality of --storage jpeg's files, 1..100 (default 90)")
+    g.add_argument(
+        "--storage-dir",
+        help="read a folder that persist prepare --out wrote (implies --storage jpeg; default: one under --data-root)",
+    )
     g.add_argument("--augment", help="none (default, the paper's) | crop-flip: pad 4, random 32x32 crop, flip")
     g.add_argument(
         "--reuse", help="same (default): the loaded batch K times | reaugment: a fresh crop-flip for each of the K uses"
@@ -130,4 +134,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if values.get("model", "paper-alexnet") != "paper-alexnet" and args.width is None:
         values.pop("width", None)  # a profile's width is paper-alexnet's; another model has none
     values.update(budget_fields(args.budget, args.epochs))
+    if values.get("storage_dir") is not None:
+        values.setdefault("storage", "jpeg")  # --storage-dir is encoded storage; an explicit --storage raw is refused
     return RunConfig(**values)

@@ -27,6 +27,12 @@ def add_setup_commands(commands) -> None:
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(handler=_prepare)
+    v = commands.add_parser(
+        "verify",
+        help="the full check of a prepared folder: every file's SHA-256 against index.json (runs check sizes only)",
+    )
+    v.add_argument("folder", type=Path, help="a folder that persist prepare wrote")
+    v.set_defaults(handler=_verify)
     b = commands.add_parser(
         "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
     )
@@ -83,6 +89,17 @@ def _prepare(args: argparse.Namespace) -> int:
             folder, written = prepare(data, args.out, args.quality, progress)
     state = "wrote" if written else "found (same dataset, reused)"
     print(f"{state} {folder}: {len(data.train_y)} training and {len(data.test_y)} test images, JPEG q{args.quality}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from persist.data.integrity import verify
+
+    index = verify(args.folder, full=True)
+    files = len(index["train"]) + len(index["test"])
+    print(
+        f"{args.folder}: intact, {files} files match index.json (size and SHA-256); index {index['index_sha256'][:16]}"
+    )
     return 0
 
 

@@ -53,6 +53,8 @@ class ImageData:
     normalization: str = "unit"
     storage: str = "raw"  # raw arrays, or "jpeg qQ": the pixels are the files decoded once on the CPU
     train_files: tuple[str, ...] = ()  # with encoded storage: each training sample's file, for pipelines that decode
+    storage_folder: str | None = None  # with encoded storage: the folder read (absolute), recorded in the manifest
+    storage_index_sha256: str | None = None  # and the hash of its index.json (persist/data/integrity.py)
 
     def __post_init__(self) -> None:
         for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):

@@ -28,7 +28,8 @@ from persist.config import (
     with_profile,
 )
 from persist.data import load_dataset
-from persist.runs.folder import train_run
+from persist.runs.folder import make_folder, train_run
+from persist.runs.lock import RunLock
 from persist.runs.records import EpochRecord, read_manifest, read_records
 from persist.training.trainer import DivergedError, Trainer
 
@@ -128,17 +129,29 @@ def run_name(config: RunConfig) -> str:
     return f"{config.pipeline}-m{config.batch_size}-K{k}-{config.lr_schedule}{reuse}-s{config.seed}"
 
 
+def _data_key(config: RunConfig) -> tuple:
+    """What decides the data a cell trains on: cells that share it share one loaded dataset."""
+    return (config.dataset, config.data_root, config.train_size, config.test_size, config.storage, config.storage_dir,
+            config.jpeg_quality)  # fmt: skip
+
+
 def run_sweep(
     grid: SweepGrid,
     out: Path,
     on_run: Callable[[str, RunConfig, str], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> list[Path]:
-    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed. The
+    sweep holds `out`'s lock throughout (one sweep per folder), and each run its own folder's."""
+    make_folder(out)
+    with RunLock(out, "sweep"):
+        return _run_cells(grid, out, on_run, on_epoch)
+
+
+def _run_cells(grid: SweepGrid, out: Path, on_run, on_epoch) -> list[Path]:
     configs, datasets = grid.configs(), {}
     for config in configs:  # every dataset loaded and every m checked before the first run starts
-        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        key = _data_key(config)
         if key not in datasets:
             datasets[key] = load_dataset(config)
         if config.batch_size > len(datasets[key].train_y):
@@ -160,7 +173,7 @@ def run_sweep(
             continue
         if on_run:
             on_run(run_name(config), config, f"resuming after epoch {done}" if done else "starting")
-        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        key = _data_key(config)
         try:
             train_run(config, folder, resume=True, trainer=Trainer(config, datasets[key]), on_epoch=on_epoch)
         except DivergedError as error:  # a result of the grid, not a failure of the sweep: record it and go on
@@ -180,6 +193,8 @@ BASE_OVERRIDES = (
     "budget_sample_steps",
     "augment",
     "delay_ms",
+    "storage",
+    "storage_dir",
 )
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
