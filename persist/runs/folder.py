@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
-from persist.measure.machine import device_name, versions
+from persist.measure.machine import device_name, math_settings, versions
 from persist.registries import plugins
 from persist.runs.records import (
     CHECKPOINT,
@@ -49,6 +49,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "device": device_name(trainer.device),
             "clock": trainer.clock.name,
             "determinism": trainer.determinism,
+            "math": math_settings(),  # TF32, cudnn.benchmark: as set when the manifest is written
             "pipeline": trainer.pipeline.describe(),
             "model_parameters": parameter_count(trainer.model),
             "plugins": plugins(trainer.config.as_dict()),
