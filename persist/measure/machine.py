@@ -11,6 +11,8 @@ from importlib import metadata
 
 import torch
 
+from persist.measure.nvml import import_pynvml
+
 
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -83,9 +85,10 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info.update(gpu_name=props.name, gpu_memory_bytes=props.total_memory, gpu_sm_count=props.multi_processor_count)
+        pynvml, info["nvml_import_warnings"] = import_pynvml()
         try:
-            import pynvml
-
+            if pynvml is None:
+                raise ImportError("nvidia-ml-py is not installed")
             pynvml.nvmlInit()
             info["driver"] = pynvml.nvmlSystemGetDriverVersion()
         except Exception as error:  # no NVML: say so rather than guess
