@@ -4,6 +4,11 @@ On CUDA every step records two events (start of forward, end of optimizer step) 
 waits for them; `resolve()` synchronizes once, at the end of the epoch, and reads all the intervals. compute_s is the
 sum of the step intervals, gpu_idle_s the sum of the gaps between one step's end and the next one's start.
 On the CPU the work is synchronous, so the host clock at the same two points gives the same two sums.
+
+gpu_idle_s is "not in a training step", not "no kernel running": on CUDA the gaps also hold whatever the stream runs
+between steps, such as the preloaded pipeline's gather and normalize kernels (and its crop-flip), and the
+host-to-device copies queued between steps (torchvision's batches, the crop parameters). A gap is device idle time
+plus the loading work on the training stream; NVML's utilization counts the second as busy.
 """
 
 from __future__ import annotations
