@@ -27,10 +27,7 @@ def dali_available() -> tuple[bool, str]:
     except Exception as error:  # ImportError, or an OSError from a shared library it cannot load
         if isinstance(error, ModuleNotFoundError) and error.name in ("nvidia", "nvidia.dali"):
             return False, DALI_MISSING
-        return (
-            False,
-            f"--pipeline dali: NVIDIA DALI is installed but cannot be imported: {type(error).__name__}: {error}",
-        )
+        return False, f"--pipeline dali: DALI is installed but cannot be imported: {type(error).__name__}: {error}"
     return True, ""
 
 
