@@ -212,6 +212,16 @@ def cell_config(setup, pipeline, batch_size) -> RunConfig:
     return replace(setup.base, pipeline=pipeline, batch_size=batch_size)
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """An interrupted bench (Ctrl-C, or scripts/gpu-check's deadline) still writes its JSON with the finished cells:
+    the cell cut off has no round yet, and pytest-benchmark would fail on it and write nothing at all."""
+    benchmarks = getattr(getattr(session.config, "_benchmarksession", None), "benchmarks", None)
+    if benchmarks:
+        benchmarks[:] = [b for b in benchmarks if b.stats.data]
+    yield
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["persist"] = persist_machine_info(config.persist_setup.device)
     machine_info["persist"]["profile"] = config.persist_setup.profile

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,11 +15,19 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check"
 STAGES = ["preflight", "tests", "sync-audit", "bench", "determinism", "imagenet"]
 
 
-def _script():
-    loader = importlib.machinery.SourceFileLoader("gpu_check", str(SCRIPT))
-    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
-    loader.exec_module(module)
+def _module(name: str, path: Path):
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader))
+    sys.modules[name] = module  # dataclasses look their module up while it runs
+    try:
+        loader.exec_module(module)
+    finally:
+        del sys.modules[name]
     return module
+
+
+def _script():
+    return _module("gpu_check", SCRIPT)
 
 
 @pytest.mark.slow
@@ -66,3 +75,13 @@ def test_a_stage_past_its_deadline_is_interrupted(tmp_path):
     hang = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
     rc, output = gpu_check.run_process(hang, 2.0, {}, subprocess.PIPE)
     assert rc is None and output.startswith("started")
+
+
+def test_an_interrupted_bench_still_writes_its_finished_cells():
+    """At gpu-check's deadline the bench gets SIGINT; the cell cut off has no round, and would stop pytest-benchmark
+    from writing out.json at all."""
+    bench_conftest = _module("bench_conftest", SCRIPT.parents[1] / "bench" / "conftest.py")
+    finished, cut_off = (SimpleNamespace(stats=SimpleNamespace(data=data)) for data in ([1.5], []))
+    session = SimpleNamespace(config=SimpleNamespace(_benchmarksession=SimpleNamespace(benchmarks=[finished, cut_off])))
+    next(bench_conftest.pytest_sessionfinish(session, 2))  # the hook wrapper's part before pytest-benchmark's
+    assert session.config._benchmarksession.benchmarks == [finished]

@@ -43,7 +43,8 @@ def count_syncs(work: Callable[[], object], root: Path = ROOT, debug_mode: bool 
     def record(message, category, filename, lineno, file=None, line=None) -> None:
         if "synchroniz" not in str(message):  # not a sync: shown as it would have been
             return show_other(message, category, filename, lineno, file, line)
-        ours = [f for f in traceback.extract_stack()[:-1] if Path(f.filename).resolve().is_relative_to(root)]
+        stack = traceback.extract_stack()[:-1]
+        ours = [f for f in stack if not f.filename.startswith("<") and Path(f.filename).resolve().is_relative_to(root)]
         where = (ours[-1].filename, ours[-1].lineno) if ours else (filename, lineno)
         places[where] += 1
 
