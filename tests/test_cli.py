@@ -8,6 +8,7 @@ import pytest
 
 from conftest import write_cifar_folder
 from persist.cli.main import main
+from persist.measure.machine import math_settings
 
 SMALL = [
     "--dataset",
@@ -33,6 +34,7 @@ def test_train_writes_manifest_and_records(tmp_path, capsys):
     assert manifest["config"]["persistency"] == 2 and manifest["config"]["lr_schedule"] == "linear"
     assert manifest["clock"] == "host" and manifest["device"] == "cpu" and manifest["status"] == "finished"
     assert manifest["versions"]["torch"] and manifest["pipeline"]["pipeline"] == "preloaded"
+    assert manifest["math"] == math_settings() and "cudnn_benchmark" in manifest["math"]  # TF32 and autotuning
     lines = (out / "epochs.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert "epoch   2/2" in capsys.readouterr().out

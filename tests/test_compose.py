@@ -1,6 +1,8 @@
 """Train once, time everywhere: timing runs borrow convergence from a full run of the same cell, the check holds the
 composition against full runs, and the paper's claims are judged seed by seed."""
 
+import json
+
 import pandas
 import pytest
 from test_analysis import _epochs, _frame
@@ -110,10 +112,13 @@ def composed_sweep(tmp_path_factory):
     grid = sweep.PRESETS["cpu"]
     mp.setitem(sweep.PRESETS, "cpu", replace(grid, base=replace(grid.base, train_size=256, test_size=64)))
     out = tmp_path_factory.mktemp("composed")
+    # the CPU, named: on a GPU, "auto" would train on CUDA without --deterministic, and the bit-identical losses
+    # asserted below would no longer be promised
     grid_args = ["--pipelines", "preloaded,torchvision", "--batch-sizes", "64", "--persistencies", "1,2"]
-    args = ["sweep", "--preset", "cpu", "--out", str(out), *grid_args, "--schedules", "constant", "--seeds", "2"]
+    where = ["--preset", "cpu", "--device", "cpu", "--out", str(out)]
+    args = ["sweep", *where, *grid_args, "--schedules", "constant", "--seeds", "2", "--quiet"]
     try:
-        assert main([*args, "--epochs", "3", "--timing-epochs", "1", "--dataset", "synthetic", "--quiet"]) == 0
+        assert main([*args, "--epochs", "3", "--timing-epochs", "1", "--dataset", "synthetic"]) == 0
     finally:
         mp.undo()
     return out
@@ -131,6 +136,8 @@ def test_a_sweep_trains_curves_on_its_first_pipeline_and_times_the_others(compos
         "torchvision-m64-K1-constant-s1": 1,  # timing runs
         "torchvision-m64-K2-constant-s1": 1,
     }
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in composed_sweep.iterdir()]
+    assert {(m["config"]["device"], m["device"]) for m in manifests} == {("cpu", "cpu")}
     frame = load_runs(sorted(composed_sweep.iterdir()))
     by_run = frame.set_index(["run", "epoch"])["train_loss"]
     for seed in (0, 1):  # bit-identical batches: the timed pipeline's first epoch is the trained one's, exactly

@@ -1,11 +1,12 @@
 """The NVML sampler against a fake NVML module: summaries, fallbacks, and that it always stops."""
 
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from persist.measure.nvml import NvmlSampler, UnavailableSampler, open_sampler
+from persist.measure.nvml import NvmlSampler, UnavailableSampler, import_pynvml, open_sampler
 
 
 class FakeNVMLError(Exception):
@@ -93,6 +94,30 @@ def test_no_gpu_is_a_recorded_reason():
     summary = open_sampler(torch.device("cpu")).stop()
     assert summary == {"available": False, "reason": "no GPU sampling: the run is on cpu"}
     assert UnavailableSampler("x").stop()["reason"] == "x"
+
+
+LEGACY_PYNVML = """
+import warnings
+warnings.warn("The pynvml package is deprecated. Please install nvidia-ml-py instead.", FutureWarning)
+class NVMLError(Exception):
+    pass
+def nvmlInit():
+    raise NVMLError("Driver Not Loaded")
+"""
+
+
+def test_the_legacy_pynvml_wrappers_future_warning_is_recorded_not_raised(tmp_path, monkeypatch):
+    """The `pynvml` package (not nvidia-ml-py) warns on import; warnings are errors in this suite."""
+    (tmp_path / "pynvml.py").write_text(LEGACY_PYNVML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # undo restores the real module, or its absence
+    del sys.modules["pynvml"]
+    module, import_warnings = import_pynvml()
+    assert module.__file__ == str(tmp_path / "pynvml.py")
+    assert import_warnings == ["FutureWarning: The pynvml package is deprecated. Please install nvidia-ml-py instead."]
+    del sys.modules["pynvml"]  # import it again, through open_sampler
+    reason = open_sampler(torch.device("cuda")).stop()["reason"]
+    assert reason.startswith("no GPU sampling: NVML failed: Driver Not Loaded (import warned: FutureWarning: The")
 
 
 @pytest.mark.gpu

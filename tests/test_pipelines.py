@@ -8,6 +8,7 @@ import torch
 from conftest import HAS_DALI
 from persist.config import PersistError, RunConfig
 from persist.data.pipelines import DelayedPipeline, make_pipeline
+from persist.data.pipelines.dali_loader import dali_available
 from persist.data.pipelines.torchvision_loader import ArrayDataset
 from persist.training.trainer import PipelineError, Trainer
 
@@ -103,18 +104,30 @@ def test_delay_is_added_once_per_load(tiny_data, fake_clock):
     assert delayed.describe()["delay_ms"] == 25.0
 
 
-def test_dali_missing_says_how_to_install(tiny_data, monkeypatch):
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (
+            ModuleNotFoundError("No module named 'nvidia'", name="nvidia"),
+            r"needs NVIDIA DALI: pip install 'persist\[dali\]'",
+        ),
+        (ImportError("libcudart.so.12: cannot open shared object file"), r"DALI is installed but cannot be imported: "),
+    ],
+)
+def test_dali_missing_or_broken_says_so(tiny_data, monkeypatch, failure, message):
+    """Not installed, or installed but broken (a wheel for another CUDA): a clear error, and a skip in the bench."""
     import builtins
 
     real_import = builtins.__import__
 
     def no_dali(name, *args, **kwargs):
         if name.startswith("nvidia.dali"):
-            raise ImportError(name)
+            raise failure
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_dali)
-    with pytest.raises(PersistError, match=r"needs NVIDIA DALI: pip install 'persist\[dali\]'"):
+    assert dali_available()[0] is False
+    with pytest.raises(PersistError, match=message):
         make_pipeline(RunConfig(pipeline="dali", device="cpu"), tiny_data, CPU)
 
 

@@ -138,6 +138,36 @@ def test_missing_cuda_device_is_refused():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
+def test_the_cuda_device_is_decided_once_and_made_current(monkeypatch):
+    """cuda:N becomes the current device where it is decided: CUDA events record on the current device's stream."""
+    from persist.training.device import resolve_device
+
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert made_current == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    made_current.clear()
+    assert resolve_device("cpu") == torch.device("cpu") and made_current == []
+
+
+def test_math_settings_read_tf32_and_autotuning_without_warnings(monkeypatch):
+    """Through fp32_precision where torch has it (warnings are errors here), allow_tf32 only where it does not; the
+    machine info of a bench carries them."""
+    from persist.measure.machine import machine_info, math_settings
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    settings = math_settings()
+    assert settings["tf32_api"] == "fp32_precision" and settings["cudnn_benchmark"] is True
+    assert settings["cudnn_conv_fp32_precision"] in ("tf32", "ieee", "bf16", "none")
+    assert machine_info(torch.device("cpu"))["math"] == settings
+    monkeypatch.setattr(torch.backends.cudnn, "conv", None, raising=False)  # an older torch
+    assert math_settings()["tf32_api"] == "allow_tf32" and isinstance(math_settings()["cudnn_allow_tf32"], bool)
+
+
 @pytest.mark.slow
 def test_test_loss_falls_on_real_digits(tmp_path):
     """scikit-learn's digits are real images: the paper's setup ([0,1] inputs, mu = 0.001 on a summed gradient)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import warnings
 from typing import Protocol
 
 import torch
@@ -50,19 +51,32 @@ class UnavailableSampler:
         pass
 
 
+def import_pynvml():
+    """(pynvml or None, the warnings its import raised). nvidia-ml-py provides the module; the legacy `pynvml`
+    package wraps it and warns with a FutureWarning on import. Such a warning is recorded, not raised: it says
+    which package is installed, and it must not fail a run or a test suite that turns warnings into errors."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import pynvml
+        except ImportError:
+            pynvml = None
+    return pynvml, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
 def open_sampler(device: torch.device, interval_s: float = 0.05) -> Sampler:
     if device.type != "cuda":
         return UnavailableSampler(f"no GPU sampling: the run is on {device.type}")
-    try:
-        import pynvml
-    except ImportError:
+    pynvml, import_warnings = import_pynvml()
+    noted = f" (import warned: {'; '.join(import_warnings)})" if import_warnings else ""
+    if pynvml is None:
         return UnavailableSampler("no GPU sampling: nvidia-ml-py is not installed (pip install nvidia-ml-py)")
     try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByUUID(_uuid(device))
     except Exception as error:  # NVMLError subclasses, or a torch build that cannot name the UUID
-        return UnavailableSampler(f"no GPU sampling: NVML failed: {error}")
-    return NvmlSampler(pynvml, handle, interval_s)
+        return UnavailableSampler(f"no GPU sampling: NVML failed: {error}{noted}")
+    return NvmlSampler(pynvml, handle, interval_s, import_warnings=import_warnings)
 
 
 def _uuid(device: torch.device) -> str:
@@ -74,8 +88,9 @@ def _uuid(device: torch.device) -> str:
 class NvmlSampler:
     """Polls every `interval_s` between start() and stop(); stop() always joins the thread."""
 
-    def __init__(self, nvml, handle, interval_s: float = 0.05, now=time.time):
+    def __init__(self, nvml, handle, interval_s: float = 0.05, now=time.time, import_warnings: list[str] = ()):
         self.nvml, self.handle, self.interval_s, self.now = nvml, handle, interval_s, now
+        self.import_warnings = list(import_warnings)
         self._polls = {
             "util_pct": lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu,
             "mem_used_bytes": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used,
@@ -143,6 +158,8 @@ class NvmlSampler:
             else (energy_end_mj - self.energy_start_mj) / 1000
         )
         summary["unsupported"] = sorted(self.unsupported)
+        if self.import_warnings:
+            summary["import_warnings"] = self.import_warnings
         return summary
 
     def _driver_util_samples(self) -> list[float]:

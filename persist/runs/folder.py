@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
-from persist.measure.machine import device_name, versions
+from persist.measure.machine import device_name, math_settings, versions
 from persist.registries import plugins
 from persist.runs.lock import RunLock
 from persist.runs.records import (
@@ -53,6 +53,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str, writer: dict | None
             "device": device_name(trainer.device),
             "clock": trainer.clock.name,
             "determinism": trainer.determinism,
+            "math": math_settings(),  # TF32, cudnn.benchmark: as set when the manifest is written
             "pipeline": trainer.pipeline.describe(),
             "storage": {  # which folder the encoded data came from, and the hash of the index that was checked
                 "kind": trainer.data.storage,

@@ -32,7 +32,7 @@ class EpochRecord:
     wall_s: float  # host clock, epoch start to end, device synchronized at both ends (training only)
     data_wait_s: float  # host time blocked fetching the next batch
     compute_s: float  # sum over steps, forward start -> optimizer step end (clock below)
-    gpu_idle_s: float  # sum of gaps between consecutive steps (clock below)
+    gpu_idle_s: float  # sum of gaps between consecutive steps (clock below); on CUDA includes loading kernels/copies
     eval_s: float  # test-set evaluation, timed apart from training
     loads: int
     steps: int

@@ -21,10 +21,14 @@ DALI_MISSING = "--pipeline dali needs NVIDIA DALI: pip install 'persist[dali]' (
 
 
 def dali_available() -> tuple[bool, str]:
+    """Whether DALI imports, and if not, why: not installed, or installed but broken (a wheel built for another
+    CUDA, a library it cannot load). Either is a reason to skip, never an error or a warning."""
     try:
         import nvidia.dali  # noqa: F401
-    except ImportError:
-        return False, DALI_MISSING
+    except Exception as error:  # ImportError, or an OSError from a shared library it cannot load
+        if isinstance(error, ModuleNotFoundError) and error.name in ("nvidia", "nvidia.dali"):
+            return False, DALI_MISSING
+        return False, f"--pipeline dali: DALI is installed but cannot be imported: {type(error).__name__}: {error}"
     return True, ""
 
 
