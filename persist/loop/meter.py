@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from persist.errors import ConfigError, PersistError
+from persist.loop.files import append_meter_line
 from persist.loop.record import (
     LOADER_KINDS,
-    append_meter_line,
     check_new_folder,
     check_user_config,
     loader_kind,

@@ -35,7 +35,6 @@ from persist.errors import ConfigError
 from persist.measure.machine import device_name, machine_info, versions
 from persist.runs.records import EPOCHS, RunDirError, read_manifest, write_json_atomic
 
-METER_LOG = "meter.jsonl"
 LOADER_KINDS = ("async", "sync")  # async: the loader prefetches while the model computes; sync: it loads on demand
 RUN_CONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))
 
@@ -126,15 +125,3 @@ def write_meter_manifest(out: Path, meter_state: dict, user: dict, device: torch
             "status": status,
         },
     )
-
-
-def append_meter_line(out: Path, row: dict) -> None:
-    with open(out / METER_LOG, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_meter_lines(out: Path) -> list[dict]:
-    path = Path(out) / METER_LOG
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]
