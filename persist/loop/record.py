@@ -13,7 +13,8 @@ RunConfig field name: batch_size, persistency, lr_schedule, seed, dataset, model
     pipeline      "replay" when meter.timed got a persist.replay, else "own-loop"
     batch_size    the largest `samples` of a step;  train_size  the fresh samples of the last epoch
     persistency   K from persist.reuse, else steps / loads of the last epoch (1 with no timed loader)
-    lr_schedule   the schedule from persist.reuse, else "constant";  reuse "same";  augment "none";  seed 0
+    lr_schedule   the schedule from persist.reuse when K > 1, else "constant" (K=1 has one use: every schedule
+                  is the same); reuse "same";  augment "none";  seed 0
     dataset       "own";  model "own";  device  the meter's device;  epochs  the epochs measured so far
     width, lr, momentum, loss_reduction, test_size: None (unknown unless given)
 """
@@ -92,7 +93,7 @@ def analysis_config(user: dict, seen: dict, device: torch.device) -> dict:
         "pipeline": "replay" if seen.get("loader") == "replay" else "own-loop",
         "batch_size": seen.get("batch_size"),
         "persistency": seen.get("k") or (max(1, round(steps / loads)) if loads else 1),
-        "lr_schedule": seen.get("schedule") or "constant",
+        "lr_schedule": (seen.get("schedule") if (seen.get("k") or 1) > 1 else None) or "constant",
         "reuse": "same",
         "augment": "none",
         "seed": 0,
