@@ -61,7 +61,8 @@ def evaluate(model: torch.nn.Module, test: tuple[torch.Tensor, torch.Tensor], de
     return (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()
 
 
-def train(args: argparse.Namespace) -> None:
+def setup(args: argparse.Namespace):
+    """The model, its optimizer, the loader (replayed with --replay) and the test set, on args.device."""
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     train_set, test = digits(args.train_size, args.load_ms)
@@ -70,24 +71,38 @@ def train(args: argparse.Namespace) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     if args.replay:
         loader = persist.replay(loader, batches=args.replay, device=device)  # persist: ideal loading
-    config = {  # persist: your description of the run; RunConfig names fill the report's columns
+    return model, optimizer, loader, test, device
+
+
+def train_epoch(meter, epoch, model, optimizer, loader, device, args) -> None:
+    """One epoch of the plain loop; the lines marked `# persist` are all that measuring it takes."""
+    with meter.epoch(epoch):  # persist
+        for (x, y), use in persist.reuse(meter.timed(loader), k=args.k, schedule=args.schedule):  # persist
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * use.lr_factor
+            with meter.step(samples=len(y)) as step:  # persist
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                step.loss(loss)  # persist: summed on the device, no sync
+
+
+def describe(args: argparse.Namespace, loader) -> dict:
+    """The run as persist's report groups it (RunConfig names), with the example's own settings beside them."""
+    return {
         "dataset": "digits", "model": f"torchvision:{args.model}", "batch_size": args.batch_size, "lr": args.lr,
         "momentum": 0.9, "seed": args.seed, "train_size": len(loader) * args.batch_size, "test_size": TEST_SIZE,
         "num_workers": args.workers, "load_ms": args.load_ms,
     }  # fmt: skip
-    meter = persist.Meter(args.out, device=device, config=config)  # persist
+
+
+def train(args: argparse.Namespace) -> None:
+    model, optimizer, loader, test, device = setup(args)
+    meter = persist.Meter(args.out, device=device, config=describe(args, loader))  # persist
     meter.evaluate(*evaluate(model, test, device))  # persist: the curve's origin, before any step
     for epoch in range(1, args.epochs + 1):
-        with meter.epoch(epoch):  # persist
-            for (x, y), use in persist.reuse(meter.timed(loader), k=args.k, schedule=args.schedule):  # persist
-                for group in optimizer.param_groups:
-                    group["lr"] = args.lr * use.lr_factor
-                with meter.step(samples=len(y)) as step:  # persist
-                    loss = F.cross_entropy(model(x.to(device)), y.to(device))
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    step.loss(loss)  # persist: summed on the device, no sync
+        train_epoch(meter, epoch, model, optimizer, loader, device, args)
         test_acc, test_loss = evaluate(model, test, device)
         meter.evaluate(test_acc=test_acc, test_loss=test_loss)  # persist
     meter.close()  # persist

@@ -58,16 +58,7 @@ def measured_k1(run: Path, loader: str | None = None) -> tuple[Measured, dict]:
             "load)"
         )
     kind, why = (loader, "given with --loader") if loader else loader_of_run(manifest)
-    numbers = {f: statistics.median(getattr(r, f) for r in records) for f in FIELDS}
-    first = [m["first_wait_s"] for m in read_meter_lines(run) if m.get("epoch") in {r.epoch for r in records}]
-    first = [w for w in first if w is not None]
-    measured = Measured(
-        **numbers,
-        loads=records[-1].loads,
-        steps=records[-1].steps,
-        loader=kind,
-        first_wait_s=statistics.median(first) if first else None,
-    )
+    measured = measured_of(records, read_meter_lines(run), kind)
     context = {
         "run": str(run),
         "epochs_used": [r.epoch for r in records],
@@ -75,6 +66,20 @@ def measured_k1(run: Path, loader: str | None = None) -> tuple[Measured, dict]:
         "clock": records[-1].clock,
     }
     return measured, context
+
+
+def measured_of(records: list[EpochRecord], meter_lines: list[dict], loader: str) -> Measured:
+    """The median of K=1 epochs as the forecast's input; with a Meter's lines, the first fetch apart."""
+    numbers = {f: statistics.median(getattr(r, f) for r in records) for f in FIELDS}
+    epochs = {r.epoch for r in records}
+    first = [m["first_wait_s"] for m in meter_lines if m.get("epoch") in epochs and m.get("first_wait_s") is not None]
+    return Measured(
+        **numbers,
+        loads=records[-1].loads,
+        steps=records[-1].steps,
+        loader=loader,
+        first_wait_s=statistics.median(first) if first else None,
+    )
 
 
 def ceiling_per_step(measured: Measured, replay: Path | None) -> tuple[float, str]:
