@@ -246,3 +246,27 @@ def test_the_example_runs_on_digits_and_persist_report_reads_its_folders(tmp_pat
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "own-loop" in report and "replay" in report and "dataset `digits`" in report
+
+
+@pytest.mark.gpu
+def test_meter_on_cuda_times_steps_with_events_and_samples_nvml(tmp_path):
+    device = torch.device("cuda")
+    model = torch.nn.Linear(64, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = [(torch.randn(32, 64), torch.randint(0, 10, (32,))) for _ in range(8)]
+    meter = persist.Meter(tmp_path / "gpu", device=device)
+    for epoch in (1, 2):
+        with meter.epoch(epoch):
+            for (x, y), _use in persist.reuse(meter.timed(loader), k=2):
+                with meter.step(samples=len(y)) as step:
+                    loss = torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    step.loss(loss)
+    meter.close()
+    records = read_records(tmp_path / "gpu")
+    assert [r.clock for r in records] == ["cuda_events"] * 2 and all(r.steps == 16 for r in records)
+    assert all(0 < r.compute_s <= r.wall_s and math.isfinite(r.train_loss) for r in records)
+    assert "available" in records[-1].nvml
+    assert read_manifest(tmp_path / "gpu")["config"]["device"].startswith("cuda")

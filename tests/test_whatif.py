@@ -109,3 +109,26 @@ def test_a_forecast_of_a_prefetching_meter_run_matches_a_fake_k2_run(tmp_path, f
     predicted = json.loads(capsys.readouterr().out)["forecasts"][0]["epoch_s"]
     measured = persist.load_runs([k2])["wall_s"].iloc[-1]
     assert predicted == pytest.approx(measured)
+
+
+def test_whatif_reads_a_persist_train_run(tmp_path, tiny_config, capsys):
+    """A folder as `persist train` leaves it: the manifest names the pipeline and its options (0 workers: sync)."""
+    from dataclasses import replace
+
+    from persist.runs.records import EpochRecord, append_record, write_json_atomic
+
+    config = replace(tiny_config, pipeline="torchvision", num_workers=0)
+    run = tmp_path / "k1"
+    run.mkdir()
+    manifest = {"config": config.as_dict(), "pipeline": {"pipeline": "torchvision", "num_workers": 0}}
+    write_json_atomic(run / "manifest.json", {**manifest, "status": "finished"})
+    for epoch, wall in ((1, 3.0), (2, 1.0)):
+        append_record(run, EpochRecord(epoch, wall, 0.4, 0.5, 0.5, 0.1, 10, 10, 320, 320, 2.0, 2.0, 0.2, "host", "cpu"))
+    assert main(["whatif", str(run), "--persistencies", "1,3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["loader"] == "sync" and "torchvision" in result["loader_why"] and result["epochs_used"] == [2]
+    one, three = result["forecasts"]
+    assert one["epoch_s"] == pytest.approx(1.0) and three["epoch_s"] == pytest.approx(0.4 + 30 * 0.06)
+    assert main(["whatif", str(run), "--loader", "async", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["loader_why"] == "given with --loader" and result["forecasts"][1]["stall_per_load_s"] == 0
