@@ -111,7 +111,7 @@ def predict_epoch_s(k1: dict, loads: int | None, steps: int | None) -> float | N
         steps=k1["steps"],
         loader=k1.get("loader", "sync"),
     )
-    return epoch_s(measured, round(steps / loads)) * loads / k1["loads"]
+    return epoch_s(measured, steps / loads) * loads / k1["loads"]  # K = steps / loads: a mean K under auto
 
 
 def scaling_rows(benchmarks: list[dict]) -> list[schema.Scaling]:
