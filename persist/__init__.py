@@ -29,6 +29,10 @@ _EXPORTS = {
     "Use": "persist.training.schedules",
     "uses": "persist.training.schedules",
     "SweepGrid": "persist.runs.sweep",
+    # measuring your own loop
+    "Meter": "persist.loop.meter",
+    "reuse": "persist.loop.reuse",
+    "replay": "persist.loop.reuse",
     "run_sweep": "persist.runs.sweep",
     # reading results
     "load_runs": "persist.runs.records",

@@ -89,15 +89,31 @@ def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
 
 
 def test_every_k_is_predicted_from_its_k1_cell():
-    """K=1: 10 loads, 10 steps, 1.0 s epoch of which 0.5 s compute -> 0.05 s per load, 0.05 s per step.
-    K=5 predicted: 10 loads x 0.05 + 50 steps x 0.05 = 3.0 s; measured 2.4 s -> the forecast is 25% high."""
+    """K=1: 10 loads, 10 steps, a 1.0 s epoch with 0.4 s data wait -> 0.04 s wait per load, 0.06 s per step.
+    torchvision with 0 workers loads synchronously: K=5 = 10 x 0.04 + 50 x 0.06 = 3.4 s; measured 2.72 s -> +25%."""
     k1 = _cell("torchvision", 256, 1, 1.0, 0.4, 0.5, 0.1)
-    k5 = _cell("torchvision", 256, 5, 2.4, 0.4, 2.0, 0.1)
+    k5 = _cell("torchvision", 256, 5, 2.72, 0.4, 2.0, 0.1)
     k1["extra_info"].update(loads=10, steps=10)
     k5["extra_info"].update(loads=10, steps=50)
     one, five = summary_rows([k1, k5])
     assert one["predicted_epoch_s"] == pytest.approx(1.0) and one["prediction_error_pct"] == pytest.approx(0)
-    assert five["predicted_epoch_s"] == pytest.approx(3.0) and five["prediction_error_pct"] == pytest.approx(25)
+    assert five["predicted_epoch_s"] == pytest.approx(3.4) and five["prediction_error_pct"] == pytest.approx(25)
+
+
+def test_a_prefetching_pipeline_hides_its_loads_behind_k_steps():
+    """DALI prefetches: the K=1 wait of 0.04 s per load is what one 0.06 s step could not hide, so a load takes
+    0.10 s; at K=2 it overlaps 0.12 s of steps and stalls nothing: 20 steps x 0.06 = 1.2 s (the synchronous model
+    would say 1.6 s). torchvision with workers prefetches too."""
+    k1 = _cell("dali", 256, 1, 1.0, 0.4, 0.5, 0.1)
+    k2 = _cell("dali", 256, 2, 1.2, 0.0, 1.1, 0.1)
+    for cell, steps in ((k1, 10), (k2, 20)):
+        cell["extra_info"].update(loads=10, steps=steps)
+    one, two = summary_rows([k1, k2])
+    assert one["loader"] == "async" and one["predicted_epoch_s"] == pytest.approx(1.0)
+    assert two["predicted_epoch_s"] == pytest.approx(1.2) and two["prediction_error_pct"] == pytest.approx(0)
+    workers = _cell("torchvision", 256, 1, 1.0, 0.4, 0.5, 0.1)
+    workers["extra_info"]["pipeline_options"] = {"num_workers": 2}
+    assert summary_rows([workers])[0]["loader"] == "async"
 
 
 def test_the_loading_table_gives_each_pipelines_img_per_s_and_the_one_time_decode():

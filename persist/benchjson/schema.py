@@ -152,9 +152,26 @@ class Scaling:
     checks: list = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    """`persist whatif`'s forecast of a K>1 epoch from a K=1 Meter run of the same loop, against a real K>1 epoch."""
+
+    kind: ClassVar[str] = "whatif"
+    loader: str  # async | sync: how the loop's loader works, as the forecast models it
+    persistency: int
+    load_ms: float  # the planted sleep per sample
+    predicted_epoch_s: float  # whatif on the whole K=1 run (median epoch after the first)
+    measured_epoch_s: float  # median K>1 epoch after the first
+    ratio: float  # median over paired rounds of predicted / measured
+    config: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+
+
 KINDS = {cls.kind: cls for cls in (TrainEpoch, ModelOnly, PipelineOnly, VsReference, ClockOverhead, PlantedDelay)}
-KINDS.update({Scaling.kind: Scaling, AutoOverhead.kind: AutoOverhead})
-Info = TrainEpoch | ModelOnly | PipelineOnly | VsReference | ClockOverhead | AutoOverhead | PlantedDelay | Scaling
+KINDS.update({Scaling.kind: Scaling, AutoOverhead.kind: AutoOverhead, WhatIf.kind: WhatIf})
+Info = (
+    TrainEpoch | ModelOnly | PipelineOnly | VsReference | ClockOverhead | AutoOverhead | PlantedDelay | Scaling | WhatIf
+)
 
 
 def to_extra_info(info: Info) -> dict:

@@ -15,6 +15,7 @@ from rich.table import Table
 from persist.benchjson import schema
 from persist.config import persistency_label
 from persist.errors import PersistError
+from persist.forecast import Measured, epoch_s, loader_of_pipeline
 from persist.stats import bound_text
 from persist.tables import table_console
 
@@ -70,6 +71,8 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "loads": info.loads,
                 "steps": info.steps,
                 "compute_s": info.compute_s,
+                "data_wait_s": info.data_wait_s,
+                "loader": loader_of_pipeline(info.pipeline, info.pipeline_options),
                 "fresh_img_per_s": info.fresh_samples / median_s,
                 "data_wait_pct": 100 * info.data_wait_s / median_s,
                 "compute_pct": 100 * info.compute_s / median_s,
@@ -92,13 +95,23 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
 
 
 def predict_epoch_s(k1: dict, loads: int | None, steps: int | None) -> float | None:
-    """The decomposition's forecast from the K=1 cell alone: every load costs what it cost there (the epoch less
-    its compute, per load), every step what a step cost there. If persistency only shares loading, this explains
-    every K's epoch; the error column shows how far it does."""
-    if not (k1.get("loads") and k1.get("steps") and loads and steps):
+    """The forecast of `persist whatif` (persist/forecast.py) from the K=1 cell alone: each step costs what a step
+    and its share of the loop cost there (the epoch less its data wait, per step); each load stalls for the whole
+    K=1 wait per load with a synchronous loader (preloaded, torchvision with 0 workers), and with a prefetching one
+    (DALI, torchvision workers; the cell's pipeline options say which) only by what the load's production time
+    (inferred as K=1 wait + step) exceeds the K steps it overlaps. The error column shows how far it explains
+    every K's epoch."""
+    if not (k1.get("loads") and k1.get("steps") and loads and steps) or k1.get("data_wait_s") is None:
         return None
-    overhead_per_load_s = (k1["epoch_median_s"] - k1["compute_s"]) / k1["loads"]
-    return loads * overhead_per_load_s + steps * k1["compute_s"] / k1["steps"]
+    measured = Measured(
+        wall_s=k1["epoch_median_s"],
+        data_wait_s=k1["data_wait_s"],
+        compute_s=k1["compute_s"],
+        loads=k1["loads"],
+        steps=k1["steps"],
+        loader=k1.get("loader", "sync"),
+    )
+    return epoch_s(measured, steps / loads) * loads / k1["loads"]  # K = steps / loads: a mean K under auto
 
 
 def scaling_rows(benchmarks: list[dict]) -> list[schema.Scaling]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from persist.cli.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
 from persist.cli.setup import add_setup_commands
+from persist.cli.whatif import add_whatif_command
 from persist.config import PROFILES, PersistError, budget_fields
 from persist.registries import DATASETS, LR_SCHEDULES, MODELS, PIPELINES
 
@@ -242,6 +243,7 @@ def build_parser() -> Parser:
     r.add_argument("--target", type=float, help="test accuracy to time (default: the best every run reached)")
     r.set_defaults(handler=_report)
     add_setup_commands(commands)
+    add_whatif_command(commands)
     return parser
 
 
