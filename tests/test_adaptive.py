@@ -134,3 +134,28 @@ def test_persist_train_auto_records_the_uses_per_load(tmp_path):
     histogram = {int(k): v for k, v in record["uses_per_load"].items()}
     assert sum(histogram.values()) == record["loads"] == 4 and max(histogram) <= 3
     assert sum(k * v for k, v in histogram.items()) == record["steps"]
+
+
+def test_persist_reuse_auto_yields_a_batch_again_only_while_the_next_is_late():
+    import time
+
+    import persist
+
+    gate = threading.Event()
+
+    def loader():
+        yield "a"
+        gate.wait(5)  # the loader is stuck until the loop has used "a" as often as the cap allows
+        yield "b"
+        yield "c"
+
+    seen = []
+    for batch, use in persist.reuse(loader(), k="auto", cap=3):
+        seen.append((batch, use.k))
+        if (batch, use.k) == ("a", 3):
+            gate.set()
+        if (batch, use.k) == ("b", 1):
+            time.sleep(0.2)  # by now "c" waits in the queue: "b" is not used again
+    assert seen == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]
+    with pytest.raises(persist.ConfigError, match="cap=1 is not allowed"):
+        persist.reuse([], k="auto", cap=1)

@@ -77,8 +77,8 @@ class Timed:
     def __len__(self) -> int:
         return len(self.iterable)
 
-    def note_reuse(self, k: int, schedule: str) -> None:  # persist.reuse calls this: K and schedule go on record
-        self.meter.seen.update(k=k, schedule=schedule)
+    def note_reuse(self, k: int, schedule: str, adaptive: bool = False) -> None:  # persist.reuse: K on record
+        self.meter.seen.update(k=k, schedule=schedule, adaptive=adaptive)
 
     def __iter__(self) -> Iterator:
         meter, now = self.meter, self.meter.now

@@ -94,6 +94,7 @@ def analysis_config(user: dict, seen: dict, device: torch.device) -> dict:
         "batch_size": seen.get("batch_size"),
         "persistency": seen.get("k") or (max(1, round(steps / loads)) if loads else 1),
         "lr_schedule": (seen.get("schedule") if (seen.get("k") or 1) > 1 else None) or "constant",
+        "adaptive": bool(seen.get("adaptive")),  # persist.reuse(k="auto"): persistency is the cap
         "reuse": "same",
         "augment": "none",
         "seed": 0,

@@ -16,19 +16,56 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from persist.config import AUTO_CAP
 from persist.errors import ConfigError
+from persist.training.adaptive import Prefetcher, StepDone, next_ready
 from persist.training.schedules import Use, uses
 
 
-def reuse(iterable: Iterable, k: int, schedule: str = "constant") -> Iterator[tuple[object, Use]]:
+def reuse(
+    iterable: Iterable, k: int | str, schedule: str = "constant", *, cap: int = AUTO_CAP, device=None
+) -> Iterator[tuple[object, Use]]:
     """Yield (batch, use) K times for each batch of `iterable`, in order: use.k = 1..K, use.lr_factor the schedule's
     rate of that use over the base rate (k for "linear", 1 for "constant"). The schedule is checked now, not at
-    the first batch. Wrapped around `Meter.timed(...)`, it tells the meter K and the schedule for the manifest."""
+    the first batch. Wrapped around `Meter.timed(...)`, it tells the meter K and the schedule for the manifest.
+
+    k="auto" is adaptive persistency (persist/training/adaptive.py): a background thread prefetches the loader's
+    batches, and each batch is yielded again only while the next one has not come, at most `cap` times. With CUDA
+    work in the loop, pass `device`: the question is then asked once the last step's kernels are done (a CUDA
+    event queried, never waited on). Around Meter.timed, the meter times the loop's wait on the prefetch queue."""
+    if k == "auto":
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 2:
+            raise ConfigError(f"cap={cap!r} is not allowed: auto needs an integer cap >= 2")
+        the_uses = uses(cap, schedule)
+        note = getattr(iterable, "note_reuse", None)
+        if note is not None:
+            note(cap, schedule, adaptive=True)
+        step_done = StepDone(torch.device(device) if device is not None else torch.device("cpu"))
+        return _reused_while_late(iterable, the_uses, step_done)
     the_uses = uses(k, schedule)
     note = getattr(iterable, "note_reuse", None)
     if note is not None:
         note(k, schedule)
     return _reused(iterable, the_uses)
+
+
+def _reused_while_late(iterable: Iterable, the_uses: list[Use], step_done: StepDone) -> Iterator[tuple[object, Use]]:
+    inner = getattr(iterable, "iterable", None) if hasattr(iterable, "note_reuse") else None
+    # a Meter.timed wrapper: prefetch its loader, and let the meter time the wait on the queue, in this thread
+    source = Prefetcher(iter(inner if inner is not None else iterable))
+    batches = type(iterable)(iterable.meter, source) if inner is not None else source
+    try:
+        for batch in batches:
+            for taken, use in enumerate(the_uses, start=1):
+                yield batch, use  # the user's step on it runs here
+                if taken == len(the_uses):
+                    break  # the cap
+                step_done.record()
+                came, _ = next_ready(source.ready, step_done)
+                if came:
+                    break
+    finally:
+        source.close()
 
 
 def _reused(iterable: Iterable, the_uses: list[Use]) -> Iterator[tuple[object, Use]]:
