@@ -28,7 +28,7 @@ PIPELINES = ("preloaded", "torchvision", "dali")
 # pipeline-only cells need more loads per epoch than the smoke training set gives
 PIPELINE_ONLY_SAMPLES = {"smoke": 8192, "paper": 50_000}
 # Time caps (s) on each ratio check's pairs (persist.stats.sequential_pairs): a check adds pairs until its interval is
-# narrower than its tolerance or its cap is spent (then checked after the next whole ABBA block, at least 10 pairs).
+# narrower than its tolerance or its cap is spent (then checked after each whole ABBA block, at least 12 pairs).
 # The smoke caps keep `make bench` under 10 minutes on a busy 2-core CPU; a check still wide at its cap is
 # inconclusive, and says so.
 CHECK_CAP_S = {

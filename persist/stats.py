@@ -2,8 +2,9 @@
 verdicts of every ratio check in the bench, and the driver that adds pairs until a check can decide.
 
 A timing check on a shared machine must not fail on noise, and must not pass on it either. Each check pairs rounds
-(reference and measured, adjacent in time, in ABBA order so that slow drift and any order effect cancel), takes one
-ratio per pair, and judges the 95% interval of the median ratio against its bound(s): **pass** when the interval lies
+(reference and measured, adjacent in time, in ABBA order), takes one ratio per ABBA block (the geometric mean of a
+pair run each way round, so slow drift and any effect of going first cancel), and judges the 95% interval of the
+median ratio against its bound(s): **pass** when the interval lies
 wholly inside, **fail** when it lies wholly outside, **inconclusive** otherwise. The interval of a median comes from
 order statistics (the binomial sign-test interval): it assumes nothing about the shape of the noise, and one spike
 from another process moves it by one rank. `sequential_pairs` adds pairs until every interval's half-width is below
@@ -134,7 +135,7 @@ class RatioCheck:
             "verdict": self.verdict,
             "failed": self.failed,  # kept for readers of files written before the three verdicts
             "half_width": self.half_width,
-            "method": "median of paired rounds (ABBA order), sign-test 95% interval",
+            "method": "median over ABBA blocks (geometric mean of a block's two pair ratios), sign-test 95% interval",
         }
 
     def message(self) -> str:
@@ -158,13 +159,22 @@ def ratio_check(
     ratios: Sequence[float],
     low_bound: float | None = None,
     high_bound: float | None = None,
+    *,
+    pairs: int | None = None,
     **how: float | str | None,
 ) -> RatioCheck:
-    """The check of `ratios` (one per pair); `how` takes RatioCheck's tolerance, stopped, cap_s and spent_s."""
+    """The check of `ratios` (one per pair, or per ABBA block with `pairs` the pairs behind them); `how` takes
+    RatioCheck's tolerance, stopped, cap_s and spent_s."""
     if len(ratios) < MIN_PAIRS:
         raise ValueError(f"{name}: {len(ratios)} paired rounds give no 95% interval; use at least {MIN_PAIRS}")
     median, low, high = median_ci(ratios)
-    return RatioCheck(name, median, low, high, len(ratios), low_bound, high_bound, **how)
+    return RatioCheck(name, median, low, high, pairs or len(ratios), low_bound, high_bound, **how)
+
+
+def block_ratios(pair_ratios: Sequence[float]) -> list[float]:
+    """One ratio per ABBA block (pairs 2i and 2i+1, run in opposite orders): the geometric mean of its two pairs'
+    ratios. Whatever going first or second multiplies a round by cancels exactly in it."""
+    return [math.sqrt(a * b) for a, b in zip(pair_ratios[0::2], pair_ratios[1::2], strict=False)]
 
 
 @dataclass(frozen=True)
@@ -180,13 +190,17 @@ class Pairs:
     cap_s: float
     spent_s: float
 
+    def blocks(self, index: int) -> list[float]:
+        return block_ratios([r[index] for r in self.ratios])
+
     def check(self, index: int, name: str, low_bound: float | None = None, high_bound: float | None = None):
-        """The ratio check of entry `index` of every pair's ratios."""
+        """The ratio check of entry `index` of the pairs' ratios: its median and interval over ABBA blocks."""
         return ratio_check(
             name,
-            [r[index] for r in self.ratios],
+            self.blocks(index),
             low_bound,
             high_bound,
+            pairs=len(self.ratios),
             tolerance=self.tolerances[index],
             stopped=self.stopped,
             cap_s=self.cap_s,
@@ -194,7 +208,7 @@ class Pairs:
         )
 
 
-DEFAULT_MIN_PAIRS = 10  # sign-test interval [x_(2), x_(9)]: 98% coverage; even, so ABBA is balanced
+DEFAULT_MIN_PAIRS = 2 * MIN_PAIRS  # 6 ABBA blocks: the fewest with a 95% interval of their median
 
 
 def sequential_pairs(
@@ -211,14 +225,17 @@ def sequential_pairs(
 ) -> Pairs:
     """Run pairs in ABBA order (reference, measured; measured, reference; ...) until every check's 95% interval has a
     half-width below its tolerance, or `cap_s` seconds are spent, or `max_pairs` pairs are run; at least `min_pairs`,
-    and always an even number (whole ABBA blocks) unless max_pairs is odd.
+    and only whole ABBA blocks (two pairs, one each way round), the unit each check's interval is taken over.
 
     `reference()` and `measured()` each run one round and return what it measured (seconds, or a round's stats);
     `ratios_of(reference_result, measured_result)` turns a pair into one ratio per check. `before_pair()`, when
     given, runs before each pair (a fresh pipeline and its warm-up, say); its time counts against the cap. Alternating
     the order cancels what comes from going first or second (a warm cache, a thread that has not yet started)."""
-    if min_pairs < MIN_PAIRS:
-        raise ValueError(f"min_pairs={min_pairs} is not allowed: a 95% interval needs at least {MIN_PAIRS} pairs")
+    if min_pairs < DEFAULT_MIN_PAIRS:
+        raise ValueError(
+            f"min_pairs={min_pairs} is not allowed: a 95% interval needs {MIN_PAIRS} ABBA blocks, {DEFAULT_MIN_PAIRS} "
+            "pairs"
+        )
     start = now()
     references, measures, ratios = [], [], []
     stopped = "max-pairs"
@@ -234,9 +251,9 @@ def sequential_pairs(
         references.append(ref)
         measures.append(ours)
         ratios.append(tuple(ratios_of(ref, ours)))
-        if len(ratios) < min_pairs or len(ratios) % 2:  # stop only after whole ABBA blocks: the order stays balanced
+        if len(ratios) < min_pairs or len(ratios) % 2:  # stop only after whole ABBA blocks
             continue
-        if all(_half_width([r[i] for r in ratios]) < tol for i, tol in enumerate(tolerances)):
+        if all(_half_width(block_ratios([r[i] for r in ratios])) < tol for i, tol in enumerate(tolerances)):
             stopped = "narrow"
             break
         if now() - start >= cap_s:

@@ -82,17 +82,17 @@ def test_sequential_pairs_run_abba_and_stop_once_the_interval_is_narrow():
         return tick.round(1.0 + rng.gauss(0, 0.002))
 
     pairs = sequential_pairs(reference, measured, lambda a, b: (a / b,), (0.02,), cap_s=1000, now=tick.now)
-    assert pairs.stopped == "narrow" and len(pairs.ratios) == 10  # quiet: the fewest pairs already decide
+    assert pairs.stopped == "narrow" and len(pairs.ratios) == 12  # quiet: the fewest pairs (6 ABBA blocks) decide
     assert "".join(order[:8]) == "ABBAABBA"
     check = pairs.check(0, "quiet", low_bound=0.98)
-    assert check.verdict == "pass" and check.half_width < 0.02 and check.pairs == 10 and check.stopped == "narrow"
+    assert check.verdict == "pass" and check.half_width < 0.02 and check.pairs == 12 and check.stopped == "narrow"
 
 
 def test_sequential_pairs_stop_at_the_cap_after_a_whole_abba_block():
     rng, tick = random.Random(4), _Tick(1.0)
     noisy = lambda: tick.round(rng.lognormvariate(0, 0.3))  # noqa: E731
     pairs = sequential_pairs(noisy, noisy, lambda a, b: (a / b,), (0.02,), cap_s=30, now=tick.now)
-    assert pairs.stopped == "cap" and len(pairs.ratios) == 16  # 10 pairs = 20 s, then checked every 2 pairs: 32 s at 16
+    assert pairs.stopped == "cap" and len(pairs.ratios) == 16  # 12 pairs = 24 s, then checked every block: 32 s at 16
     assert pairs.spent_s == 32.0
     assert pairs.check(0, "noisy", low_bound=0.98).verdict == "inconclusive"
 
@@ -123,3 +123,17 @@ def test_mean_interval_uses_student_t():
     mean, half = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
     assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_an_abba_block_cancels_what_going_first_does():
+    # the measured pipeline is as fast as the reference, but whichever round runs second is 5% slower
+    tick, rounds = _Tick(1.0), {"n": 0}
+
+    def round_s():
+        rounds["n"] += 1
+        return tick.round(1.05 if rounds["n"] % 2 == 0 else 1.0)
+
+    pairs = sequential_pairs(round_s, round_s, lambda a, b: (a / b,), (0.02,), cap_s=100, now=tick.now)
+    assert {round(r[0], 3) for r in pairs.ratios} == {0.952, 1.05}  # each pair alone is biased one way or the other
+    check = pairs.check(0, "order", low_bound=0.98)
+    assert check.ratio == pytest.approx(1.0) and check.verdict == "pass" and check.pairs == 12
