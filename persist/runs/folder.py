@@ -112,10 +112,19 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
 
 
 def save_state_atomic(state: dict, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    """torch.save to a temporary file, flushed to disk, then rename: a kill (or a power cut) leaves the old file or
+    the new one, never half of one. A temporary file that an earlier kill left behind is truncated and rewritten,
+    and nothing ever reads one: resuming reads `path` only."""
+    tmp = temporary_of(path)
+    with open(tmp, "wb") as f:  # "wb": a stale temporary from a kill is overwritten, not appended to
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the state
     os.replace(tmp, path)
+
+
+def temporary_of(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
@@ -129,6 +138,7 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
     if not path.exists():
         raise RunDirError(f"{out} has {len(records)} finished epoch(s) but no {CHECKPOINT}: cannot resume")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    temporary_of(path).unlink(missing_ok=True)  # a kill inside save_state_atomic: the checkpoint before it stands
     if state["epoch"] == len(records) + 1:  # killed after the checkpoint, before the record line
         records = [*records, EpochRecord(**state["record"])]
         append_record(out, records[-1])
