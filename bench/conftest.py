@@ -227,7 +227,7 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         data_wait_s=median_of(timed, "data_wait_s"),
         compute_s=median_of(timed, "compute_s"),
         gpu_idle_s=median_of(timed, "gpu_idle_s"),
-        outside_wall_s=median_of(timed, "outside_wall_s"),
+        outside_wall_s=median_of(timed, "outside_wall_s") if all("outside_wall_s" in r for r in timed) else None,
         loads=last["loads"],
         steps=last["steps"],
         fresh_samples=last["fresh_samples"],
