@@ -1,9 +1,10 @@
 """`persist whatif` against the truth: from a K=1 Meter run of examples/own_loop.py, forecast the K=2 epoch, and
 time a real K=2 epoch of the same loop.
 
-Paired rounds (persist.stats): each round runs one K=1 epoch (setup, untimed here) and then one K=2 epoch (timed),
-adjacent in time, each in its own Meter run with its own model; the ratio per pair is the forecast from that K=1
-epoch over that K=2 epoch. The check fails only when the 95% interval of the median ratio lies wholly outside 1 ± 10%.
+Pairs in ABBA order (persist.stats.sequential_pairs): a K=1 epoch and a K=2 epoch adjacent in time, each in its own
+Meter run with its own model; the ratio per pair is the forecast from that K=1 epoch over that K=2 epoch. The check
+passes when the 95% interval over ABBA blocks lies inside 1 ± 10%, fails when it lies wholly outside, and is
+inconclusive otherwise.
 The loader is a DataLoader with 0 workers and a planted sleep per sample (slow storage), so loading is a fair share
 of the epoch and the synchronous model has something to forecast; torch runs on one thread, as a shared 2-core
 machine steps fastest that way.
@@ -20,15 +21,15 @@ import pytest
 import torch
 
 import persist
+from conftest import CHECK_CAP_S, assert_checks, record_durations
 from persist.analysis.whatif import measured_of, whatif
 from persist.benchjson import schema
 from persist.forecast import forecast
 from persist.loop.files import read_meter_lines
 from persist.runs.records import read_records
-from persist.stats import ratio_check
+from persist.stats import sequential_pairs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_loop.py"
-MIN_PAIRS = 9  # sign-test interval [x_(2), x_(8)]: 96% coverage
 TOLERANCE = 0.10
 LOAD_MS = 1.0  # per sample: 32 ms per batch of 32
 ARGS = ["--model", "shufflenet_v2_x0_5", "--batch-size", "32", "--train-size", "160", "--load-ms", str(LOAD_MS)]
@@ -58,29 +59,35 @@ def bench_whatif_forecasts_k2(benchmark, setup, tmp_path, one_thread):
         model, optimizer, loader, _test, device = example.setup(args)
         meter = persist.Meter(args.out, device=device, config=example.describe(args, loader))
         runs[k] = (meter, model, optimizer, loader, device, args)
-    epochs = itertools.count(1)
+    epochs = {1: itertools.count(1), 2: itertools.count(1)}
 
-    def epoch_of(k: int, number: int) -> None:
+    def epoch_of(k: int) -> int:
         meter, model, optimizer, loader, device, args = runs[k]
+        number = next(epochs[k])
         example.train_epoch(meter, number, model, optimizer, loader, device, args)
+        return number
 
-    numbers = []
+    def forecast_over_measured(k1_epoch: int, k2_epoch: int) -> tuple[float]:
+        one, two = read_records(tmp_path / "k1")[k1_epoch - 1], read_records(tmp_path / "k2")[k2_epoch - 1]
+        lines = [m for m in read_meter_lines(tmp_path / "k1") if m["epoch"] == one.epoch]
+        return (forecast(measured_of([one], lines, "sync"), 2).epoch_s / two.wall_s,)
 
-    def k1_epoch():
-        numbers.append(next(epochs))
-        epoch_of(1, numbers[-1])
-
+    epoch_of(1), epoch_of(2)  # warm-up
     benchmark.group = "measurement"
-    benchmark.pedantic(lambda: epoch_of(2, numbers[-1]), setup=k1_epoch, rounds=MIN_PAIRS, warmup_rounds=1)
-    for meter, *_ in runs.values():
-        meter.close()
-    k1, k2 = (read_records(tmp_path / f"k{k}") for k in (1, 2))
-    lines = read_meter_lines(tmp_path / "k1")
-    ratios = []
-    for one, two in zip(k1[1:], k2[1:], strict=True):  # the warm-up pair is left out
-        measured = measured_of([one], [m for m in lines if m["epoch"] == one.epoch], "sync")
-        ratios.append(forecast(measured, 2).epoch_s / two.wall_s)
-    check = ratio_check("whatif: predicted K=2 epoch / measured", ratios, 1 - TOLERANCE, 1 + TOLERANCE)
+    try:
+        pairs = sequential_pairs(
+            lambda: epoch_of(1),
+            lambda: epoch_of(2),
+            forecast_over_measured,
+            (TOLERANCE / 2,),
+            CHECK_CAP_S[setup.profile]["whatif"],
+        )
+    finally:
+        for meter, *_ in runs.values():
+            meter.close()
+    k2 = read_records(tmp_path / "k2")
+    record_durations(benchmark, [k2[n - 1].wall_s for n in pairs.measured])
+    check = pairs.check(0, "whatif: predicted K=2 epoch / measured", 1 - TOLERANCE, 1 + TOLERANCE)
     whole = whatif(tmp_path / "k1", (2,))["forecasts"][0]["epoch_s"]
     info = schema.WhatIf(
         loader="sync",
@@ -93,4 +100,4 @@ def bench_whatif_forecasts_k2(benchmark, setup, tmp_path, one_thread):
         checks=[check.as_dict()],
     )
     benchmark.extra_info.update(schema.to_extra_info(info))
-    assert not check.failed, check.message()
+    assert_checks(setup, [check])

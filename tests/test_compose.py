@@ -71,6 +71,27 @@ def test_the_check_composes_from_the_first_epochs_of_a_full_run():
     assert c["error_pct"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_the_check_catches_a_composition_that_misses_the_measured_speedup():
+    """torchvision's full K=5 run learns slower than preloaded's (reaches 0.5 in epoch 3, not 1) and its epochs 3-4
+    run slower (8.0 s, not 5.6 s): composed from its first 2 epochs, its speedup is preloaded's convergence x its
+    early loading factor, which misses what it measured; the check must say by how much."""
+    epochs = _grid()
+    run = epochs["run"] == "torchvision-m64-K5-constant-s0"
+    epochs.loc[run, "test_acc"] = [0.3, 0.4, 0.5, 0.6]
+    epochs.loc[run & (epochs["epoch"] >= 3), "wall_s"] = 8.0
+    runs, _ = composed_runs(epochs, target=0.5)
+    c = checks(epochs, runs, sources(epochs)).iloc[0]
+    own = runs.set_index("run").loc["torchvision-m64-K5-constant-s0"]
+    source = runs.set_index("run").loc["preloaded-m64-K5-constant-s0"]
+    assert source["convergence_factor"] == pytest.approx(40 / 50)  # preloaded: K=1 40 steps, K=5 50
+    assert own["convergence_factor"] == pytest.approx(40 / 150)  # its own curve: 3 epochs of 50 steps
+    # composed: preloaded's convergence x the first 2 epochs' loading (K=1: 2.0 s / 10 steps, K=5: 5.6 s / 50)
+    assert c["composed_speedup"] == pytest.approx(0.8 * (2.0 / 10) / (5.6 / 50))
+    assert c["measured_speedup"] == pytest.approx(own["speedup"]) and own["speedup"] < 0.5 * c["composed_speedup"]
+    assert c["error_pct"] == pytest.approx(100 * (c["composed_speedup"] / own["speedup"] - 1)) and c["error_pct"] > 100
+    assert c["max_acc_diff"] == pytest.approx(0.2)  # epochs 1-2: 0.3 vs 0.5, 0.4 vs 0.6
+
+
 def _claim_runs(k5_epochs, k5_seconds, k1_epochs=4.0, k1_seconds=4.0, schedule="constant"):
     rows = []
     for seed, (e, s) in enumerate(zip(k5_epochs, k5_seconds, strict=True)):

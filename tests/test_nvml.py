@@ -65,6 +65,33 @@ def test_summary_from_driver_samples():
     assert "1/6 s to 1 s" in summary["util_note"]
 
 
+def test_pcie_throughput_is_polled_rarely_or_never():
+    calls = {"pcie": 0}
+    nvml = fake_nvml()
+    pcie = nvml.nvmlDeviceGetPcieThroughput
+
+    def counted(handle, counter):
+        calls["pcie"] += 1
+        return pcie(handle, counter)
+
+    nvml.nvmlDeviceGetPcieThroughput = counted
+    sampler = NvmlSampler(nvml, "gpu0", pcie_every=20)
+    sampler.start()
+    sampler._stop.set(), sampler._thread.join()  # stop the thread: poll by hand from here
+    calls["pcie"], sampler.polls = 0, 0
+    for _ in range(40):
+        sampler.poll_once()
+    assert calls["pcie"] == 4  # polls 0 and 20, rx and tx each
+    assert len(sampler.values["power_w"]) >= 40 and len(sampler.values["pcie_rx_kb_per_s"]) >= 2
+    summary = sampler.stop()
+    assert summary["pcie_every_polls"] == 20 and summary["pcie_rx_mean_kb_per_s"] == 2000
+    never = NvmlSampler(nvml, "gpu0", interval_s=0.001, pcie_every=0)
+    calls["pcie"] = 0
+    never.start()
+    summary = never.stop()
+    assert calls["pcie"] == 0 and summary["pcie_rx_samples"] == 0 and summary["power_samples"] >= 1
+
+
 def test_falls_back_to_polling_and_records_unsupported_queries():
     sampler = NvmlSampler(fake_nvml(samples_supported=False, pcie_supported=False), "gpu0", interval_s=0.001)
     sampler.start()

@@ -48,10 +48,20 @@ def test_every_pipeline_yields_the_reference_batches(tiny_data, pipeline):
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_epochs_cover_every_sample_once_and_differ(tiny_data, pipeline):
-    first, _ = _epoch(tiny_data, pipeline, epoch=1, batch_size=64)
-    second, _ = _epoch(tiny_data, pipeline, epoch=2, batch_size=64)
-    assert sum(len(y) for _, y in first) == 256
-    assert not torch.equal(first[0][0], second[0][0])
+    """Each sample's label is its index, so the labels an epoch yields name the samples it fed."""
+    from dataclasses import replace
+
+    indexed = replace(tiny_data, train_y=torch.arange(len(tiny_data.train_y)))
+    first, _ = _epoch(indexed, pipeline, epoch=1, batch_size=64)
+    second, _ = _epoch(indexed, pipeline, epoch=2, batch_size=64)
+    for epoch in (first, second):
+        seen = torch.cat([y for _, y in epoch])
+        assert sorted(seen.tolist()) == list(range(256))  # every sample, each once
+    assert not torch.equal(first[0][1], second[0][1])  # a new order each epoch
+    # m=100: 2 whole batches, the last 56 samples of the order dropped; still no sample twice
+    partial, _ = _epoch(indexed, pipeline, epoch=1, batch_size=100)
+    seen = torch.cat([y for _, y in partial]).tolist()
+    assert len(seen) == len(set(seen)) == 200 and set(seen) <= set(range(256))
 
 
 def test_torchvision_workers_change_speed_not_data(tiny_data):

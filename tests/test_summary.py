@@ -85,7 +85,32 @@ def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
     assert rows[0]["diverged_epoch"] == 4
     out = capsys.readouterr().out
     assert "diverged in epoch 4" in out
-    assert "[0.930, 0.990]" in out and ">= 0.98" in out and "ok" in out
+    # a file written before the three verdicts: no `verdict`, and an interval that straddles the bound
+    assert "[0.930, 0.990]" in out and ">= 0.98" in out and "inconclusive" in out
+
+
+def test_the_checks_table_shows_each_verdict_with_its_pairs_half_width_and_cap():
+    from persist.benchjson.summary import check_rows, render_checks
+    from persist.stats import ratio_check
+
+    def bench(name, ratios, **how):
+        check = ratio_check(name, ratios, low_bound=0.98, **how)
+        return {"name": name, "extra_info": {"kind": "vs_reference", "checks": [check.as_dict()]}}
+
+    base = [0.99, 1.00, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.08]  # interval [1.00, 1.07]
+    benchmarks = [
+        bench("good", base, tolerance=0.02, stopped="narrow", cap_s=30.0, spent_s=4.0),
+        bench("slow", [r - 0.2 for r in base], tolerance=0.02, stopped="narrow", cap_s=30.0, spent_s=5.0),
+        bench("wide", [r - 0.05 for r in base], tolerance=0.02, stopped="cap", cap_s=30.0, spent_s=31.0),
+    ]
+    rows = check_rows(benchmarks)
+    assert [r["verdict"] for r in rows] == ["pass", "fail", "inconclusive"]
+    assert rows[2]["half_width"] == pytest.approx(0.035) and rows[2]["pairs"] == 10
+    console = Console(width=250, record=True)
+    console.print(render_checks(rows))
+    text = console.export_text()
+    assert "pass" in text and "fail" in text and "inconclusive" in text
+    assert "0.035 / 0.02" in text and "cap (31 of 30 s)" in text and "narrow (4 of 30 s)" in text
 
 
 def test_every_k_is_predicted_from_its_k1_cell():

@@ -86,6 +86,48 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tiny_config
     assert _metrics(resumed) == _metrics(whole)
 
 
+def test_a_kill_inside_the_checkpoint_save_leaves_a_resumable_run(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """Killed halfway through writing epoch 2's checkpoint: a torn temporary file is left beside epoch 1's checkpoint.
+    The resumed run trains epochs 2 and 3 again, to the uninterrupted run's metrics, and the leftover is gone."""
+    import io
+
+    import persist.runs.folder as folder
+
+    config = replace(tiny_config, epochs=3)
+    whole = train_run(config, tmp_path / "whole", trainer=Trainer(config, tiny_data))
+    real_save = torch.save
+
+    def killed_mid_write(state, f):
+        if isinstance(state, dict) and state.get("epoch") == 2:
+            buffer = io.BytesIO()
+            real_save(state, buffer)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            raise KeyboardInterrupt
+        real_save(state, f)
+
+    out = tmp_path / "cut"
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, out, trainer=Trainer(config, tiny_data))
+    monkeypatch.undo()
+    torn = out / (folder.CHECKPOINT + ".tmp")
+    assert torn.exists() and torch.load(out / folder.CHECKPOINT, weights_only=True)["epoch"] == 1
+    assert len(read_records(out)) == 1
+    resumed = train_run(config, out, resume=True, trainer=Trainer(config, tiny_data))
+    assert _metrics(resumed) == _metrics(whole) and not torn.exists()
+
+
+def test_a_stale_temporary_file_is_overwritten_not_read(tmp_path):
+    from persist.runs.folder import save_state_atomic
+
+    path = tmp_path / "state.pt"
+    (tmp_path / "state.pt.tmp").write_bytes(b"\xff" * 100_000)  # a kill's leftover, longer than the new state
+    save_state_atomic({"epoch": 7, "w": torch.arange(3)}, path)
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 7 and torch.equal(state["w"], torch.arange(3))
+    assert not (tmp_path / "state.pt.tmp").exists()
+
+
 def test_resume_heals_a_kill_between_checkpoint_and_record(tiny_data, tiny_config, tmp_path):
     out = tmp_path / "run"
     train_run(tiny_config, out, trainer=Trainer(tiny_config, tiny_data))

@@ -30,6 +30,7 @@ from persist.runs.records import (
     keep_evals_through,
     prepare_run_dir,
     read_manifest,
+    temporary_of,
     write_atomic,
     write_json_atomic,
 )
@@ -74,8 +75,9 @@ def write_manifest(out: Path, trainer: Trainer, status: str, writer: dict | None
 
 
 def save_state_atomic(state: dict, path: Path) -> None:
-    """torch.save, atomically (records.write_atomic)."""
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    """torch.save, atomically and flushed to disk (records.write_atomic). A temporary file that an earlier kill left
+    behind is overwritten, and nothing ever reads one: resuming reads `path` only."""
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
@@ -89,6 +91,7 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
     if not path.exists():
         raise RunDirError(f"{out} has {len(records)} finished epoch(s) but no {CHECKPOINT}: cannot resume")
     state = read_checkpoint(path)
+    temporary_of(path).unlink(missing_ok=True)  # a kill inside save_state_atomic: the checkpoint before it stands
     if state["epoch"] == len(records) + 1:  # killed after the checkpoint, before the record line
         records = [*records, EpochRecord(**state["record"])]
         append_record(out, records[-1])
