@@ -7,6 +7,8 @@ from DALI's own `batch_info.epoch_idx`, never from what the trainer is currently
 
 from __future__ import annotations
 
+import gc
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +18,11 @@ from persist.config import PersistError
 from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, batch_indices, epoch_order, loads_per_epoch, scaled_stats
 from persist.data.integrity import first_undecodable
+
+# A DALI pipeline that is garbage but not yet collected (held in a reference cycle, an exception's traceback, say)
+# must die in this process: a process forked later (a DataLoader worker) inherits it without its threads, and its
+# __del__ there waits forever for them. So every fork first collects such garbage here, where the threads still run.
+os.register_at_fork(before=gc.collect)
 
 DALI_MISSING = "--pipeline dali needs NVIDIA DALI: pip install 'persist[dali]' (or pip install nvidia-dali-cuda120)"
 
