@@ -10,6 +10,11 @@ The public API, what a user scripts against:
     frame = persist.load_runs(["runs/resnet18-k2"])                  # one row per epoch, pandas
     persist.register_model("tiny", lambda num_classes, image_shape: torch.nn.Sequential(...))
 
+    meter = persist.Meter("runs/mine", device=device, config={"batch_size": 256})   # your own loop, measured
+    with meter.epoch(1):
+        for (x, y), use in persist.reuse(meter.timed(loader), k=2, schedule="linear"):
+            with meter.step(samples=len(y)) as step: ...                  # see README "Measure your own loop"
+
 Names are imported on first use, so `import persist` stays cheap (no torch until a name needs it).
 """
 
