@@ -19,6 +19,7 @@ LOSS_REDUCTIONS = ("sum", "mean")
 AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
 REUSES = ("same", "reaugment")  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
 STORAGES = ("raw", "jpeg")  # persist/data/storage.py
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # persist/training/precision.py
 
 # Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
 PIPELINE_OPTIONS = {
@@ -62,6 +63,9 @@ class RunConfig:
     augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
     reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
     deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS algorithms, so every pipeline's run is identical
+    precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    channels_last: bool = False  # NHWC weights and inputs
+    compile: bool = False  # torch.compile the training forward; compiled once before the first epoch (compile_s)
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
     pin_memory: bool | None = None
@@ -89,6 +93,7 @@ class RunConfig:
             raise ConfigError(f"jpeg_quality={self.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
         _one_of("augment", self.augment, AUGMENTS)
         _one_of("reuse", self.reuse, REUSES)
+        _one_of("precision", self.precision, PRECISIONS)
         if self.reuse == "reaugment" and self.augment != "crop-flip":
             raise ConfigError(
                 f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {self.augment!r}"
@@ -233,6 +238,9 @@ LEGACY_VALUES = {
     "storage": "raw",
     "jpeg_quality": 90,
     "model": "paper-alexnet",
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
 }
 
 

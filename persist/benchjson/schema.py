@@ -37,6 +37,10 @@ class TrainEpoch:
     reuse: str = "same"
     delay_ms: float = 0.0
     model: str = "paper-alexnet"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_s: float | None = None  # torch.compile's one-off compile, before the first round: in no epoch
     diverged: bool = False
     diverged_epoch: int | None = None
     train_loss_last: float | None = None

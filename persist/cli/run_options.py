@@ -80,6 +80,17 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CUDA: deterministic cuDNN and cuBLAS algorithms, so runs through different pipelines are identical",
     )
+    g.add_argument(
+        "--precision",
+        help="fp32 (default) | tf32 (CUDA tensor cores) | bf16 | fp16 (autocast; fp16 with a gradient scaler)",
+    )
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory order for model and inputs")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model; compiled once before the first epoch and timed on its own (compile_s)",
+    )
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument(
         "--eval-every",

@@ -50,6 +50,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "clock": trainer.clock.name,
             "determinism": trainer.determinism,
             "pipeline": trainer.pipeline.describe(),
+            "compute": trainer.describe_compute(),  # precision, channels-last, compile and its compile_s
             "model_parameters": parameter_count(trainer.model),
             "plugins": plugins(trainer.config.as_dict()),
             "counts_per_epoch": trainer.counts,
