@@ -30,6 +30,7 @@ PIPELINE_OPTIONS = {
     "dali_threads": "dali",
     "dali_prefetch_depth": "dali",
     "dali_py_workers": "dali",
+    "preload_size": "preloaded",
 }
 
 
@@ -66,6 +67,10 @@ class RunConfig:
     precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     channels_last: bool = False  # NHWC weights and inputs
     compile: bool = False  # torch.compile the training forward; compiled once before the first epoch (compile_s)
+    # --dataset imagefolder (persist/data/folder.py): ImageNet preprocessing to image_size (None: 224) on every pipeline
+    image_size: int | None = None
+    skip_bad_files: bool = False  # leave undecodable files out (listed in the manifest) instead of refusing the folder
+    preload_size: int | None = None  # preloaded pipeline: each image stored P x P on the device (None: S / 0.875)
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
     pin_memory: bool | None = None
@@ -123,6 +128,28 @@ class RunConfig:
             raise ConfigError(f"delay_ms={self.delay_ms!r} is not allowed: use a finite value >= 0")
         _check_device(self.device)
         self._check_pipeline_options()
+        self._check_folder_options()
+
+    def _check_folder_options(self) -> None:
+        folder = self.dataset == "imagefolder"
+        for name in ("image_size", "preload_size"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 8)
+        given = [n for n in ("image_size", "skip_bad_files", "preload_size") if getattr(self, n) not in (None, False)]
+        if given and not folder:
+            raise ConfigError(f"{given[0]}={getattr(self, given[0])!r} applies only to --dataset imagefolder")
+        if not folder:
+            return
+        if self.augment != "none" or self.reuse != "same":
+            raise ConfigError(
+                f"augment={self.augment!r}, reuse={self.reuse!r} are not allowed with --dataset imagefolder: its "
+                "training preprocessing is ImageNet's random-resized crop and flip already (use augment none, reuse "
+                "same)"
+            )
+        if self.storage != "raw":
+            raise ConfigError(
+                f"storage={self.storage!r} is not allowed with --dataset imagefolder: its images are files"
+            )
 
     def _check_pipeline_options(self) -> None:
         for name, owner in PIPELINE_OPTIONS.items():
@@ -241,6 +268,9 @@ LEGACY_VALUES = {
     "precision": "fp32",
     "channels_last": False,
     "compile": False,
+    "image_size": None,
+    "skip_bad_files": False,
+    "preload_size": None,
 }
 
 

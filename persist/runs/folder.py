@@ -51,6 +51,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "determinism": trainer.determinism,
             "pipeline": trainer.pipeline.describe(),
             "compute": trainer.describe_compute(),  # precision, channels-last, compile and its compile_s
+            **_image_folder(trainer),
             "model_parameters": parameter_count(trainer.model),
             "plugins": plugins(trainer.config.as_dict()),
             "counts_per_epoch": trainer.counts,
@@ -61,6 +62,15 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "status": status,
         },
     )
+
+
+def _image_folder(trainer: Trainer) -> dict:
+    """An image folder's sizes, preprocessing and --skip-bad-files' list, under "image_folder"; nothing otherwise."""
+    if trainer.data.image_size is None:
+        return {}
+    from persist.data.folder import describe_folder
+
+    return {"image_folder": describe_folder(trainer.data)}
 
 
 def save_state_atomic(state: dict, path: Path) -> None:
