@@ -41,6 +41,8 @@ class TrainEpoch:
     channels_last: bool = False
     compile: bool = False
     compile_s: float | None = None  # torch.compile's one-off compile, before the first round: in no epoch
+    workload: str = "paper"  # paper | imagenet (bench/bench_imagenet.py)
+    image_size: int | None = None  # the imagenet workload's S (random-resized crops of S x S)
     diverged: bool = False
     diverged_epoch: int | None = None
     train_loss_last: float | None = None
