@@ -6,8 +6,8 @@ sorted folder names under train/. Files ending in .jpg, .jpeg, .png (any case) c
 The folder is scanned once, and what the scan learned is cached in an index with a fingerprint of the file list
 (every path, size and modification time): a changed folder is noticed and scanned again. The scan **decodes every
 file in full** (torchvision.io.decode_image, mode RGB: grayscale, RGB, CMYK JPEGs and PNGs with alpha or a palette
-all come out 3-channel RGB), because a header check passes a truncated JPEG that then fails mid-epoch. On a 2-core
-CPU that is about 100-200 images of 500 px per second per core; it runs once per folder version, and the index
+all come out 3-channel RGB), because a header check passes a truncated JPEG that then fails mid-epoch. On a shared
+2-core CPU VM that was about 43 images of 400-500 px per second; it runs once per folder version, and the index
 keeps each file's (H, W) (the crop windows need them) and the training split's channel statistics. A file that
 cannot be decoded is named in one line before training starts; `--skip-bad-files` leaves such files out instead,
 and the manifest lists them.
