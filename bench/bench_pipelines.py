@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import replace
@@ -9,15 +10,18 @@ from dataclasses import replace
 import pytest
 
 import references
-from conftest import PIPELINE_ONLY_SAMPLES
+from conftest import CHECK_CAP_S, PIPELINE_ONLY_SAMPLES, assert_checks, record_durations
 from persist.benchjson import schema
 from persist.data import load_dataset
-from persist.data.pipelines import make_pipeline
+from persist.data.pipelines import DelayedPipeline, make_pipeline
 from persist.measure import make_sync
-from persist.stats import ratio_check
+from persist.stats import sequential_pairs
 
 MIN_RATIO = 0.98  # persist's pipeline must reach this fraction of the hand-written loop's img/s
-MIN_PAIRS = 9  # sign-test interval [x_(2), x_(8)]: 96% coverage
+TOLERANCE = 1 - MIN_RATIO  # pairs are added until the interval's half-width is below the margin the bound allows
+FRESH_EVERY = 4  # pairs per fresh pipeline and reference (one ABBA block each way)
+MIN_ROUND_S = 0.1  # a round runs whole epochs until it lasts this long: tiny epochs are mostly scheduler noise
+PLANTED_SLOWDOWN = 0.10  # bench_planted_slowdown makes a pipeline this much slower per load
 ONLY_BATCH_SIZES = (32, 256, 512)
 
 
@@ -70,54 +74,121 @@ REFERENCES = {  # each loop, and the pipeline settings (as describe() records th
 }
 
 
-def _clocked(epoch) -> float:
+def _clocked(epoch, epochs: int = 1) -> float:
+    """Seconds per epoch over `epochs` whole epochs."""
     start = time.perf_counter()
-    epoch()
-    return time.perf_counter() - start
+    for _ in range(epochs):
+        epoch()
+    return (time.perf_counter() - start) / epochs
+
+
+def _epochs_per_round(*epochs) -> int:
+    """Whole epochs per round, so that the slowest of `epochs` (each warmed up already) lasts MIN_ROUND_S."""
+    return max(1, math.ceil(MIN_ROUND_S / max(_clocked(e) for e in epochs)))
 
 
 def bench_against_hand_written(benchmark, setup, pipeline_data, pipeline):
-    """Each round pairs the hand-written loop (clocked in the untimed setup) with persist's pipeline (timed).
+    """Pairs of the hand-written loop and persist's pipeline, in ABBA order, until the interval of the median ratio
+    (theirs s / ours s) is narrower than the margin the bound allows, or the time cap is spent.
 
-    Every pair gets a fresh pipeline and a fresh reference, each warmed up by one epoch: how a pipeline's threads
-    land on a small shared machine moves its speed by a few percent from one instance to the next, so the pairs
-    must sample that too, or one unlucky instance would look like a real shortfall. One ratio per pair (theirs s /
-    ours s); the check fails only when the 95% interval of the median ratio lies wholly below MIN_RATIO."""
+    Every FRESH_EVERY pairs get a fresh pipeline and a fresh reference, each warmed up by one epoch: how a pipeline's
+    threads land on a small shared machine moves its speed by a few percent from one instance to the next, so the
+    pairs must sample that too, or one unlucky instance would look like a real shortfall. The benchmark's rounds are
+    persist's epochs (seconds per epoch)."""
     m = 256
     # the hand-written loops do not augment: compare like with like
     config = replace(setup.base, pipeline=pipeline, batch_size=m, train_size=None, augment="none", reuse="same")
     make_reference, settings = REFERENCES[pipeline]
-    reference_s: list[float] = []
-    live: list = []
+    live, current, pairs_begun = [], {}, [0]
 
     def fresh_pair():
-        for p in live:
-            p.close()
-        live.clear()
-        ours = make_pipeline(config, pipeline_data, setup.device)
-        live.append(ours)
-        options = {name: ours.describe()[name] for name in settings}  # the same workers, pinning and threads
-        reference, ours_epoch = make_reference(pipeline_data, m, setup.device, **options), _epoch_of(ours, setup.device)
-        reference(), ours_epoch()  # warm-up: first epochs build pipelines, start threads and fill prefetch queues
-        reference_s.append(_clocked(reference))
-        return (ours_epoch,), {}
+        if pairs_begun[0] % FRESH_EVERY == 0:
+            for p in live:
+                p.close()
+            live.clear()
+            ours = make_pipeline(config, pipeline_data, setup.device)
+            live.append(ours)
+            options = {name: ours.describe()[name] for name in settings}  # the same workers, pinning and threads
+            current["reference"] = make_reference(pipeline_data, m, setup.device, **options)
+            current["ours"] = _epoch_of(ours, setup.device)
+            current["reference"](), current["ours"]()  # warm-up: builds pipelines, starts threads, fills queues
+            current.setdefault("epochs", _epochs_per_round(current["reference"], current["ours"]))
+        pairs_begun[0] += 1
 
     benchmark.group = "vs hand-written loop"
     try:
-        benchmark.pedantic(lambda epoch: epoch(), setup=fresh_pair, rounds=max(MIN_PAIRS, setup.rounds))
+        pairs = sequential_pairs(
+            lambda: _clocked(current["reference"], current["epochs"]),
+            lambda: _clocked(current["ours"], current["epochs"]),
+            lambda theirs, ours: (theirs / ours,),
+            (TOLERANCE,),
+            CHECK_CAP_S[setup.profile]["vs_reference"],
+            before_pair=fresh_pair,
+        )
     finally:
         for p in live:
             p.close()
-    ratios = [ref / our for ref, our in zip(reference_s, benchmark.stats.stats.data, strict=True)]
-    check = ratio_check(f"{pipeline} img/s / hand-written loop's", ratios, low_bound=MIN_RATIO)
+    record_durations(benchmark, pairs.measured)
+    check = pairs.check(0, f"{pipeline} img/s / hand-written loop's", low_bound=MIN_RATIO)
     info = schema.VsReference(
         pipeline=pipeline,
         batch_size=m,
-        reference_median_s=statistics.median(reference_s),
+        reference_median_s=statistics.median(pairs.references),
         throughput_ratio=check.ratio,
         min_ratio=MIN_RATIO,
         config=config.as_dict(),
         checks=[check.as_dict()],
     )
     benchmark.extra_info.update(schema.to_extra_info(info))
-    assert not check.failed, check.message()
+    assert_checks(setup, [check])
+
+
+def _spin(seconds: float) -> None:
+    """A precise wait: time.sleep overshoots sub-millisecond waits by tens of microseconds, which would plant more
+    than the stated slowdown."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def bench_planted_slowdown(benchmark, setup, pipeline_data):
+    """Can the bench see a real 10% shortfall? The preloaded pipeline against itself made slower by PLANTED_SLOWDOWN
+    of its own load time (a DelayedPipeline sized from warm epochs), checked exactly as a pipeline is checked against
+    its hand-written loop. The verdict it gets is recorded: fail or inconclusive (on a machine too noisy to tell),
+    never pass. The cell fails only on a pass, the one verdict that would show the check cannot catch a shortfall."""
+    m = 256
+    config = replace(setup.base, pipeline="preloaded", batch_size=m, train_size=None, augment="none", reuse="same")
+    plain = make_pipeline(config, pipeline_data, setup.device)
+    try:
+        plain_epoch = _epoch_of(plain, setup.device)
+        plain_epoch()  # warm-up
+        load_s = statistics.median(_clocked(plain_epoch) for _ in range(5)) / len(plain)
+        slowed = DelayedPipeline(plain, 1000 * PLANTED_SLOWDOWN * load_s, sleep=_spin)
+        slowed_epoch = _epoch_of(slowed, setup.device)
+        epochs = _epochs_per_round(plain_epoch, slowed_epoch)
+        benchmark.group = "vs hand-written loop"
+        pairs = sequential_pairs(
+            lambda: _clocked(plain_epoch, epochs),
+            lambda: _clocked(slowed_epoch, epochs),
+            lambda theirs, ours: (theirs / ours,),
+            (TOLERANCE,),
+            CHECK_CAP_S[setup.profile]["planted_slowdown"],
+        )
+    finally:
+        plain.close()
+    record_durations(benchmark, pairs.measured)
+    name = f"planted {PLANTED_SLOWDOWN:.0%} slowdown (should not pass): slowed img/s / plain"
+    check = pairs.check(0, name, low_bound=MIN_RATIO)
+    info = schema.PlantedSlowdown(
+        pipeline="preloaded",
+        batch_size=m,
+        slowdown_fraction=PLANTED_SLOWDOWN,
+        sleep_per_load_s=PLANTED_SLOWDOWN * load_s,
+        verdict=check.verdict,
+        throughput_ratio=check.ratio,
+        min_ratio=MIN_RATIO,
+        config=config.as_dict(),
+        checks=[check.as_dict()],
+    )
+    benchmark.extra_info.update(schema.to_extra_info(info))
+    assert check.verdict != "pass", f"a planted {PLANTED_SLOWDOWN:.0%} slowdown passed: {check.message()}"

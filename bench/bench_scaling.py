@@ -23,9 +23,8 @@ EPOCHS = 4
 PER_RANK_BATCH = 64
 
 
-def _torchrun(tmp_path, setup, pipeline: str, k: int, nproc: int) -> list:
-    out = tmp_path / f"{pipeline}-K{k}-ranks{nproc}"
-    base = setup.base
+def torchrun_args(base, pipeline: str, k: int, out) -> list[str]:
+    """`persist train` arguments for one scaling job: the bench's dataset, sizes, storage and augmentation."""
     args = [
         "--pipeline",
         pipeline,
@@ -44,13 +43,26 @@ def _torchrun(tmp_path, setup, pipeline: str, k: int, nproc: int) -> list:
         str(base.test_size),
         "--width",
         str(base.width),
+        # --persist-storage and --persist-augment reach the jobs too: a JPEG or augmented bench scales what it times
+        "--storage",
+        base.storage,
+        "--augment",
+        base.augment,
+        "--reuse",
+        base.reuse,
         "--device",
-        "cuda" if setup.device.type == "cuda" else "cpu",
+        "cuda" if base.device.startswith("cuda") else "cpu",
         "--out",
         str(out),
     ]
     if base.data_root:
         args += ["--data-root", base.data_root]
+    return args
+
+
+def _torchrun(tmp_path, setup, pipeline: str, k: int, nproc: int) -> list:
+    out = tmp_path / f"{pipeline}-K{k}-ranks{nproc}"
+    args = torchrun_args(setup.base, pipeline, k, out)
     threads = max(1, (os.cpu_count() or 1) // RANKS)  # the same threads per rank at 1 and 2 ranks: a fair baseline
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = torchrun_command(nproc, args)

@@ -9,13 +9,14 @@ import torch
 
 from conftest import PERSISTENCIES, epoch_extra_info, run_epochs
 from persist.benchjson import schema
+from persist.config import parse_persistency
 from persist.measure import NullClock
 from persist.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("persistency", PERSISTENCIES, ids=[f"K{k}" for k in PERSISTENCIES])
 def bench_epoch(benchmark, setup, bench_data, cell_config, persistency):
-    config = replace(cell_config, persistency=persistency)
+    config = replace(cell_config, **parse_persistency(persistency))
     benchmark.group = f"epoch: {config.pipeline}"
     trainer = Trainer(config, bench_data)
     try:

@@ -6,9 +6,9 @@ pytest bench --persist-profile paper --persist-device cuda:1
 
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
+import time
 from dataclasses import dataclass, replace
 
 import pytest
@@ -17,6 +17,7 @@ import torch
 from persist.benchjson import schema
 from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
+from persist.data.pipelines.dali_loader import dali_available
 from persist.measure.machine import device_name
 from persist.measure.machine import machine_info as persist_machine_info
 from persist.registries import plugins
@@ -24,10 +25,32 @@ from persist.training.device import resolve_device
 from persist.training.trainer import Trainer
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
-PERSISTENCIES = (1, 2, 5)
+PERSISTENCIES = (1, 2, 5, "auto")  # auto: --persistency auto (cap 8), its K chosen by the loader's timing
 PIPELINES = ("preloaded", "torchvision", "dali")
 # pipeline-only cells need more loads per epoch than the smoke training set gives
 PIPELINE_ONLY_SAMPLES = {"smoke": 8192, "paper": 50_000}
+# Time caps (s) on each ratio check's pairs (persist.stats.sequential_pairs): a check adds pairs until its interval is
+# narrower than its tolerance or its cap is spent (then checked after each whole ABBA block, at least 12 pairs).
+# The smoke caps keep `make bench` under 10 minutes on a busy 2-core CPU; a check still wide at its cap is
+# inconclusive, and says so.
+CHECK_CAP_S = {
+    "smoke": {
+        "vs_reference": 30.0,
+        "planted_slowdown": 20.0,
+        "clock_overhead": 10.0,
+        "planted_delay": 30.0,
+        "auto_overhead": 20.0,
+        "whatif": 30.0,
+    },
+    "paper": {
+        "vs_reference": 120.0,
+        "planted_slowdown": 60.0,
+        "clock_overhead": 30.0,
+        "planted_delay": 120.0,
+        "auto_overhead": 60.0,
+        "whatif": 60.0,
+    },
+}
 
 
 def pytest_addoption(parser):
@@ -56,11 +79,21 @@ def pytest_addoption(parser):
         help="raw arrays (default) | jpeg: files under the data root, read and decoded by every pipeline",
     )
     group.addoption(
+        "--persist-storage-dir",
+        default=None,
+        help="read a folder that persist prepare --out wrote (implies --persist-storage jpeg)",
+    )
+    group.addoption(
         "--persist-augment",
         default="none",
         choices=("none", "crop-flip", "crop-flip-reaugment"),
         help="none (default) | crop-flip in every pipeline | crop-flip-reaugment: a fresh crop-flip per use, on the "
         "device (training cells; the checks against hand-written loops stay unaugmented)",
+    )
+    group.addoption(
+        "--persist-strict",
+        action="store_true",
+        help="an inconclusive ratio check fails its cell too (for quiet CI machines); by default only a failed one",
     )
     group.addoption(
         "--persist-train-size",
@@ -78,6 +111,7 @@ class BenchSetup:
     batch_sizes: tuple[int, ...]
     rounds: int
     skip_reason: str | None = None  # set when the requested device does not exist here
+    strict: bool = False  # --persist-strict: an inconclusive check fails its cell
 
 
 def _setup(config) -> BenchSetup:
@@ -101,7 +135,8 @@ def _setup(config) -> BenchSetup:
     base = RunConfig(
         dataset=config.getoption("--persist-dataset"),
         data_root=config.getoption("--persist-data-root"),
-        storage=config.getoption("--persist-storage"),
+        storage="jpeg" if config.getoption("--persist-storage-dir") else config.getoption("--persist-storage"),
+        storage_dir=config.getoption("--persist-storage-dir"),
         augment="none" if config.getoption("--persist-augment") == "none" else "crop-flip",
         reuse="reaugment" if config.getoption("--persist-augment") == "crop-flip-reaugment" else "same",
         device=str(device),
@@ -110,7 +145,8 @@ def _setup(config) -> BenchSetup:
     rounds = config.getoption("--persist-rounds")
     if rounds < 1:
         raise pytest.UsageError(f"--persist-rounds={rounds} is not allowed: use 1 or more timed rounds")
-    return BenchSetup(profile, device, base, BATCH_SIZES[profile], rounds, skip_reason)
+    strict = config.getoption("--persist-strict")
+    return BenchSetup(profile, device, base, BATCH_SIZES[profile], rounds, skip_reason, strict)
 
 
 def pytest_configure(config):
@@ -151,8 +187,10 @@ def bench_data(setup):
 
 @pytest.fixture(params=PIPELINES)
 def pipeline(request):
-    if request.param == "dali":
-        pytest.importorskip("nvidia.dali", reason="DALI is not installed: pip install 'persist[dali]'")
+    if request.param == "dali":  # by hand, not importorskip: a broken DALI (not ModuleNotFoundError) must skip too
+        ok, why = dali_available()
+        if not ok:
+            pytest.skip(why)
     return request.param
 
 
@@ -160,18 +198,41 @@ def median_of(rounds: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rounds)
 
 
-def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1, setup=None) -> list[dict]:
-    """pedantic over whole training epochs (each a new epoch number); every round's stats are returned, warm-up
-    first. A loss that turns non-finite is not an error here: the bench measures time, and the rounds go on."""
-    results, epochs = [], itertools.count(1)
-    benchmark.pedantic(
-        lambda: results.append(trainer.train_epoch(next(epochs))),
-        setup=setup,
-        rounds=rounds,
-        warmup_rounds=warmup_rounds,
-        iterations=1,
-    )
+def record_durations(benchmark, durations_s: list[float]) -> None:
+    """Give pytest-benchmark round times measured by the cell itself, as its stats for this benchmark.
+
+    pedantic times its whole call; a training epoch's call also stops the NVML sampler and resolves the step clock
+    after `wall_s` is taken, and a sequential check decides its number of rounds as it goes. So such cells time
+    themselves and hand the times over here: the benchmark's stats (the summary's epoch time and what `persist
+    compare` reads) are then exactly the figures extra_info reports. Uses pytest-benchmark 5's fixture internals
+    (`_make_stats`, the stats pedantic itself would fill)."""
+    if benchmark.disabled:  # --benchmark-disable: nothing is recorded
+        return
+    benchmark._mode = "benchmark.pedantic(...)"  # the fixture counts as used, as after pedantic
+    stats = benchmark._make_stats(1)
+    for duration in durations_s:
+        stats.update(duration)
+
+
+def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1) -> list[dict]:
+    """Whole training epochs (each a new epoch number), timed by their own wall_s: every round's stats are returned,
+    warm-up first, each with `outside_wall_s`, the call's time outside wall_s (the NVML sampler's stop and the step
+    clock's resolve, which run after the epoch's end is taken). A loss that turns non-finite is not an error here:
+    the bench measures time, and the rounds go on."""
+    results = []
+    for epoch in range(1, warmup_rounds + rounds + 1):
+        start = time.perf_counter()
+        result = trainer.train_epoch(epoch)
+        results.append({**result, "outside_wall_s": time.perf_counter() - start - result["wall_s"]})
+    record_durations(benchmark, [r["wall_s"] for r in results[warmup_rounds:]])
     return results
+
+
+def assert_checks(setup: BenchSetup, checks) -> None:
+    """A failed check fails its cell; an inconclusive one does too under --persist-strict."""
+    bad = {"fail", "inconclusive"} if setup.strict else {"fail"}
+    failed = [c.message() for c in checks if c.verdict in bad]
+    assert not failed, "; ".join(failed)
 
 
 def divergence(rounds: list[dict]) -> dict:
@@ -200,12 +261,15 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         channels_last=config.channels_last,
         compile=config.compile,
         compile_s=trainer.compile_s,
+        adaptive=config.adaptive,
+        uses_per_load=last["uses_per_load"],
         device=device_name(trainer.device),
         clock=last["clock"],
         wall_s=wall_s,
         data_wait_s=median_of(timed, "data_wait_s"),
         compute_s=median_of(timed, "compute_s"),
         gpu_idle_s=median_of(timed, "gpu_idle_s"),
+        outside_wall_s=median_of(timed, "outside_wall_s") if all("outside_wall_s" in r for r in timed) else None,
         loads=last["loads"],
         steps=last["steps"],
         fresh_samples=last["fresh_samples"],
@@ -225,6 +289,16 @@ def cell_config(setup, pipeline, batch_size) -> RunConfig:
     return replace(setup.base, pipeline=pipeline, batch_size=batch_size)
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """An interrupted bench (Ctrl-C, or scripts/gpu-check's deadline) still writes its JSON with the finished cells:
+    the cell cut off has no round yet, and pytest-benchmark would fail on it and write nothing at all."""
+    benchmarks = getattr(getattr(session.config, "_benchmarksession", None), "benchmarks", None)
+    if benchmarks:
+        benchmarks[:] = [b for b in benchmarks if b.stats.data]
+    yield
+
+
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["persist"] = persist_machine_info(config.persist_setup.device)
     machine_info["persist"]["profile"] = config.persist_setup.profile
@@ -237,13 +311,11 @@ def pytest_terminal_summary(terminalreporter, config):
         return
     import io
 
-    from rich.console import Console
-
     from persist.benchjson.summary import print_summary
+    from persist.tables import summary_console
 
     text = io.StringIO()
-    console = Console(
-        file=text, width=max(120, terminalreporter._tw.fullwidth), force_terminal=terminalreporter.hasmarkup
-    )
+    # piped (a CI log), rich would cut the names at 120 columns: summary_console gives it room (persist/tables.py)
+    console = summary_console(text, terminalreporter.hasmarkup, terminalreporter._tw.fullwidth)
     print_summary([b.as_dict(include_data=False) for b in session.benchmarks], console)
     terminalreporter.write("\n" + text.getvalue())

@@ -29,6 +29,10 @@ _EXPORTS = {
     "Use": "persist.training.schedules",
     "uses": "persist.training.schedules",
     "SweepGrid": "persist.runs.sweep",
+    # measuring your own loop
+    "Meter": "persist.loop.meter",
+    "reuse": "persist.loop.reuse",
+    "replay": "persist.loop.reuse",
     "run_sweep": "persist.runs.sweep",
     # reading results
     "load_runs": "persist.runs.records",
@@ -53,8 +57,8 @@ _EXPORTS = {
     "ConfigError": "persist.errors",
     "PluginError": "persist.errors",
     "DataError": "persist.data.datasets",
-    "DivergedError": "persist.training.trainer",
-    "PipelineError": "persist.training.trainer",
+    "DivergedError": "persist.errors",
+    "PipelineError": "persist.errors",
     "FolderError": "persist.data.folder",
 }
 

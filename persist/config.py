@@ -42,7 +42,8 @@ class RunConfig:
     pipeline: str = "preloaded"  # a name in registries.PIPELINES, or a plug-in module:Class
     model: str = "paper-alexnet"  # paper-alexnet | torchvision:NAME | a plug-in module:factory
     batch_size: int = 256  # m
-    persistency: int = 1  # K: consecutive SGD steps per loaded minibatch
+    persistency: int = 1  # K: consecutive SGD steps per loaded minibatch (with adaptive: the most it may take)
+    adaptive: bool = False  # --persistency auto:K: step again only while the next batch is late, at most K times
     lr: float = 0.001  # mu
     momentum: float = 0.5  # gamma
     lr_schedule: str = "constant"  # "linear": lr = k*mu on the k-th use of a batch
@@ -60,6 +61,7 @@ class RunConfig:
     normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
     eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
     storage: str = "raw"  # jpeg: the dataset as JPEG files under data_root, read and decoded by each pipeline
+    storage_dir: str | None = None  # jpeg: a folder `persist prepare --out` wrote (None: the default under data_root)
     jpeg_quality: int = 90
     augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
     reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
@@ -92,6 +94,8 @@ class RunConfig:
             _registered(name, getattr(self, name), registry)
         _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
         _one_of("storage", self.storage, STORAGES)
+        if self.storage_dir is not None and self.storage != "jpeg":
+            raise ConfigError(f"storage_dir={self.storage_dir!r} needs storage='jpeg', not {self.storage!r}")
         if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
             1 <= self.jpeg_quality <= 100
         ):
@@ -105,6 +109,8 @@ class RunConfig:
             )
         _at_least("batch_size", self.batch_size, 1)
         _at_least("persistency", self.persistency, 1)
+        if self.adaptive and self.persistency < 2:
+            raise ConfigError(f"persistency=auto:{self.persistency} is not allowed: auto needs a cap of 2 or more")
         _at_least("epochs", self.epochs, 1)
         _at_least("eval_batch_size", self.eval_batch_size, 1)
         if self.budget_s is not None:
@@ -176,6 +182,27 @@ class RunConfig:
         return [
             f.name for f in fields(self) if f.name not in ignore and getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+AUTO_CAP = 8  # --persistency auto: at most this many uses of a batch unless auto:N says otherwise
+
+
+def parse_persistency(text: str) -> dict:
+    """'5' -> a fixed K; 'auto' or 'auto:N' -> adaptive persistency with a cap (RunConfig fields)."""
+    word, _, cap = str(text).partition(":")
+    try:
+        if word == "auto":
+            return {"persistency": int(cap) if cap else AUTO_CAP, "adaptive": True}
+        if not cap:
+            return {"persistency": int(word), "adaptive": False}
+    except ValueError:
+        pass
+    raise ConfigError(f"persistency={text!r} is not allowed: use an integer K >= 1, auto, or auto:N (a cap N >= 2)")
+
+
+def persistency_label(persistency: int, adaptive: bool) -> str:
+    """How K is shown: '5', or 'auto:8'."""
+    return f"auto:{persistency}" if adaptive else str(persistency)
 
 
 BUDGET_UNITS = {"s": "budget_s", "sample-steps": "budget_sample_steps", "epochs": "epochs"}
@@ -271,6 +298,7 @@ LEGACY_VALUES = {
     "image_size": None,
     "skip_bad_files": False,
     "preload_size": None,
+    "adaptive": False,
 }
 
 

@@ -13,3 +13,11 @@ class ConfigError(PersistError, ValueError):
 
 class PluginError(ConfigError):
     """A plug-in (`package.module:attr`) cannot be imported, or is not the kind of thing its flag expects."""
+
+
+class PipelineError(PersistError):
+    """The input pipeline failed mid-epoch (a dead worker, say); finished epochs are already on disk."""
+
+
+class DivergedError(PersistError):
+    """The training loss became NaN or infinite."""

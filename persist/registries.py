@@ -31,14 +31,14 @@ PIPELINES.register(
     "persist.data.pipelines.torchvision_loader:TorchvisionPipeline",
     "per-sample torchvision transforms in a DataLoader",
 )
-PIPELINES.register("dali", "persist.data.pipelines.dali_loader:DaliPipeline", "NVIDIA DALI (GPU, or CPU-only)")
+PIPELINES.register("dali", "persist.data.pipelines.dali_loader:DaliPipeline", "NVIDIA DALI, on the GPU or CPU-only")
 
 MODELS = Registry(
     "model",
     "--model",
     "a factory called as factory(num_classes=int, image_shape=(C, H, W)) that returns a torch.nn.Module",
 )
-MODELS.register("paper-alexnet", "persist.training.models:paper_alexnet", "the paper's reduced AlexNet (default)")
+MODELS.register("paper-alexnet", "persist.training.models:paper_alexnet", "the paper's reduced AlexNet, the default")
 MODELS.families["torchvision"] = "persist.training.models:torchvision_factory"
 
 DATASETS = Registry(

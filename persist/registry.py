@@ -41,6 +41,11 @@ class Registry:
         """The names for messages and --help, with the plug-in form last."""
         return ", ".join([*self.entries, *(f"{family}:NAME" for family in self.families), "or a plug-in module:attr"])
 
+    def described(self) -> str:
+        """The names with their one-line descriptions, for --help."""
+        named = [f"{name} ({self.helps[name]})" if self.helps.get(name) else name for name in self.entries]
+        return "; ".join([*named, *(f"{family}:NAME" for family in self.families), "or a plug-in module:attr"])
+
     def is_plugin(self, name: str) -> bool:
         return name not in self.entries and ":" in name and name.split(":", 1)[0] not in self.families
 

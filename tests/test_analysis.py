@@ -93,9 +93,22 @@ def test_confidence_intervals_over_seeds():
     mean, half = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
     assert math.isnan(mean_ci([5.0])[1])
-    runs = [_epochs("preloaded", 32, k, s, [0.5], 1.0 * k, 1.0 * k) for k in (1, 2) for s in (0, 1, 2)]
+    # K=2 seeds differ in epoch time (2.0, 2.4, 2.9 s over 20 steps) and in when they reach 0.5 (epoch 1, 2, 2)
+    walls, curves = (2.0, 2.4, 2.9), ([0.5, 0.6], [0.4, 0.5], [0.3, 0.5])
+    runs = [_epochs("preloaded", 32, 1, s, [0.5, 0.6], 1.0, 1.0) for s in (0, 1, 2)]
+    runs += [_epochs("preloaded", 32, 2, s, curves[s], walls[s], 1.0) for s in (0, 1, 2)]
     table, _ = decomposition(_frame(*runs), target=0.5)
     assert (table["seeds"] == 3).all()
+    k2 = table[table["persistency"] == 2].iloc[0]
+    for column in ("time_per_step_s", "steps_to_target", "speedup", "convergence_factor"):
+        values = k2[column + "_values"]
+        assert len(values) == 3 and len(set(values)) > 1  # the seeds differ, so the interval is not 0
+        mean, half = mean_ci(values)
+        assert k2[column] == pytest.approx(mean) and k2[column + "_ci"] == pytest.approx(half) and half > 0
+    assert k2["time_per_step_s_values"] == pytest.approx([w / 20 for w in walls])
+    assert k2["steps_to_target_values"] == [20, 40, 40]
+    k1 = table[table["persistency"] == 1].iloc[0]
+    assert k1["time_per_step_s_ci"] == 0.0  # identical seeds: a zero-width interval
 
 
 def test_partial_runs_are_reported_as_partial():

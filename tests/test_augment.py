@@ -39,6 +39,27 @@ def test_crop_flip_is_pad_crop_flip_and_only_moves_pixels():
     assert torch.equal(crop_flip(normalize(images), params, fill), normalize(out))
 
 
+def test_crop_flip_builds_no_tensor_from_host_values(monkeypatch):
+    """On CUDA, torch.as_tensor(0, device=cuda) on every call would be a blocking host-to-device copy: the fill is a
+    kernel argument (a scalar) or a tensor the caller made once on the device, and the output is what it was."""
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    params = crop_flip_params(seed=1, epoch=1, load=0, use=1, batch_size=8)
+    normalize = Normalizer(_stats())
+    fill = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8)).flatten()
+    expected = [crop_flip(images, params), crop_flip(normalize(images), params, fill)]
+    made = []
+    for name in ("as_tensor", "tensor", "scalar_tensor"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _real=real, _name=name, **k: made.append(_name) or _real(*a, **k))
+    out = [crop_flip(images, params), crop_flip(normalize(images), params, fill)]
+    assert made == []
+    assert all(torch.equal(a, b) for a, b in zip(out, expected, strict=True))
+    for i in range(8):  # and it is still pad, crop, flip
+        assert torch.equal(
+            out[0][i], _by_hand(images[i], int(params.top[i]), int(params.left[i]), bool(params.flip[i]))
+        )
+
+
 def _stats():
     from persist.data.datasets import synthetic
 

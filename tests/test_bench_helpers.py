@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import statistics
 import subprocess
 import sys
 from dataclasses import replace
@@ -35,6 +36,28 @@ def test_a_diverged_cell_is_recorded_with_its_first_bad_epoch(bench_conftest, ti
     healthy = Trainer(tiny_config, tiny_data)
     info = bench_conftest.epoch_extra_info(tiny_config, healthy, [healthy.train_epoch(1), healthy.train_epoch(2)])
     assert info["diverged"] is False and info["diverged_epoch"] is None
+
+
+class _StubBenchmark:
+    """What record_durations uses of pytest-benchmark's fixture: `disabled`, `_mode` and `_make_stats`."""
+
+    disabled, _mode = False, None
+
+    def _make_stats(self, iterations):
+        self.durations = []
+        return type("Stats", (), {"update": lambda _, d: self.durations.append(d)})()
+
+
+def test_an_epoch_cell_is_timed_by_the_epochs_own_wall_s(bench_conftest, tiny_data, tiny_config):
+    """The benchmark's rounds are exactly the timed epochs' wall_s (what the summary and `persist compare` read), and
+    the epoch call's time outside wall_s (NVML stop, clock resolve) is reported apart."""
+    benchmark, trainer = _StubBenchmark(), Trainer(tiny_config, tiny_data)
+    rounds = bench_conftest.run_epochs(benchmark, trainer, rounds=2)
+    assert [r["epoch"] for r in rounds] == [1, 2, 3]
+    assert benchmark.durations == [r["wall_s"] for r in rounds[1:]] and benchmark._mode is not None
+    assert all(r["outside_wall_s"] >= 0 for r in rounds)
+    info = bench_conftest.epoch_extra_info(tiny_config, trainer, rounds)
+    assert info["wall_s"] == pytest.approx(statistics.median(benchmark.durations)) and info["outside_wall_s"] >= 0
 
 
 @pytest.mark.slow

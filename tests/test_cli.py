@@ -8,6 +8,7 @@ import pytest
 
 from conftest import write_cifar_folder
 from persist.cli.main import main
+from persist.measure.machine import math_settings
 
 SMALL = [
     "--dataset",
@@ -33,6 +34,7 @@ def test_train_writes_manifest_and_records(tmp_path, capsys):
     assert manifest["config"]["persistency"] == 2 and manifest["config"]["lr_schedule"] == "linear"
     assert manifest["clock"] == "host" and manifest["device"] == "cpu" and manifest["status"] == "finished"
     assert manifest["versions"]["torch"] and manifest["pipeline"]["pipeline"] == "preloaded"
+    assert manifest["math"] == math_settings() and "cudnn_benchmark" in manifest["math"]  # TF32 and autotuning
     lines = (out / "epochs.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     assert "epoch   2/2" in capsys.readouterr().out
@@ -51,7 +53,8 @@ def test_train_writes_manifest_and_records(tmp_path, capsys):
         (["--epochs", "0"], "epochs=0 is not allowed"),
         (["--num-workers", "2"], "num_workers=2 applies only to --pipeline torchvision"),
         (["--profile", "huge"], "profile='huge' is not allowed"),
-        (["-K", "two"], "argument --persistency/-K: invalid int value: 'two'"),
+        (["-K", "two"], "persistency='two' is not allowed: use an integer K >= 1, auto, or auto:N"),
+        (["-K", "auto:1"], "persistency=auto:1 is not allowed: auto needs a cap of 2 or more"),
         (["--lr", "1e6"], "train loss became nan in epoch 1"),
     ],
 )
@@ -144,3 +147,12 @@ def test_the_manifest_records_what_deterministic_did(tmp_path):
         "applied": False,
         "why": "cpu kernels are deterministic already",
     }
+
+
+def test_bare_persist_prints_help_and_version_is_known(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: persist") and "train" in out and "compare" in out and "verify" in out
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("persist ")

@@ -1,8 +1,10 @@
+import contextlib
 from functools import partial
 
 import pytest
+import torch
 
-from persist.measure.clock import HostClock, NullClock, StepTimes, sum_intervals
+from persist.measure.clock import HostClock, NullClock, StepTimes, make_clock, sum_intervals
 
 
 def test_host_clock_sums_steps_and_gaps():
@@ -35,3 +37,51 @@ def test_null_clock_times_nothing():
     clock.step_start()
     clock.step_end()
     assert clock.resolve().steps == 0
+
+
+def _fake_cuda(monkeypatch) -> dict:
+    """torch.cuda.Event as CUDA has it: the event itself is made on its first record(), on the current device. The
+    returned state lists every event made, as (phase, device), and holds the phase and time the test sets."""
+    state = {"made": [], "phase": "setup", "device": None, "time": 0.0}
+
+    class Event:
+        def __init__(self, enable_timing: bool = False):
+            self.created, self.at = False, None
+
+        def record(self) -> None:
+            if not self.created:
+                self.created = True
+                state["made"].append((state["phase"], state["device"]))
+            state["time"] += 1.0
+            self.at = state["time"]
+
+        def synchronize(self) -> None:
+            pass
+
+        def elapsed_time(self, end) -> float:
+            return (end.at - self.at) * 1000  # ms, as CUDA reports it
+
+    @contextlib.contextmanager
+    def device(index):
+        previous, state["device"] = state["device"], index
+        yield
+        state["device"] = previous
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "device", device)
+    return state
+
+
+def test_cuda_event_clock_makes_its_events_on_its_device_before_the_timed_steps(monkeypatch):
+    cuda = _fake_cuda(monkeypatch)
+    clock = make_clock(torch.device("cuda", 1))
+    for _ in range(2):  # two epochs: the second reuses the first one's events
+        cuda["phase"] = "begin_epoch"
+        clock.begin_epoch(steps=3)
+        cuda["phase"] = "steps"
+        for _ in range(3):
+            clock.step_start()
+            clock.step_end()
+        times = clock.resolve()
+        assert times.steps == 3 and times.compute_s == pytest.approx(3.0) and times.gpu_idle_s == pytest.approx(2.0)
+    assert cuda["made"] == [("begin_epoch", torch.device("cuda", 1))] * 6  # made once, none inside the timed loop

@@ -97,3 +97,61 @@ def test_a_baseline_folder_picks_the_candidates_device(tmp_path, capsys):
     assert "expected cpu-Intel-R-Xeon-R-x2.json" in capsys.readouterr().err
     _write(folder / "cpu-Intel-R-Xeon-R-x2.json", {"a": BASE}, device="cpu Intel(R) Xeon(R) x2")
     assert main(["compare", str(folder), candidate]) == 0
+
+
+def _with_config(path, configs: dict, profile="smoke", rounds=None):
+    """Benchmarks that record their run config (extra_info["config"]), all 25% slower when `rounds` says so."""
+    from dataclasses import asdict
+
+    from persist.config import RunConfig
+
+    benchmarks = [
+        {
+            "fullname": name,
+            "name": name,
+            "stats": {"data": rounds or BASE},
+            "extra_info": {"kind": "train_epoch", "config": asdict(RunConfig(**config))},
+        }
+        for name, config in configs.items()
+    ]
+    machine = {"persist": {"device_id": "cpu x2", "profile": profile}}
+    path.write_text(json.dumps({"machine_info": machine, "benchmarks": benchmarks}))
+    return str(path)
+
+
+def test_unlike_configs_are_not_comparable_and_never_regressions(tmp_path, capsys):
+    slow = [1.25 * t for t in BASE]
+    base = _with_config(tmp_path / "base.json", {"a": {"storage": "raw"}, "b": {"data_root": "/x", "device": "cpu"}})
+    cand = _with_config(
+        tmp_path / "cand.json", {"a": {"storage": "jpeg"}, "b": {"data_root": "/y", "device": "auto"}}, rounds=slow
+    )
+    assert main(["compare", base, cand]) == 1  # b: the same work (data_root, device spelling do not count), slower
+    out = capsys.readouterr().out
+    assert "not comparable: storage='raw' (candidate 'jpeg')" in out
+    assert "1 regression(s) in 2 benchmark(s); 1 not comparable" in out
+    assert main(["compare", base, cand, "--json"]) == 1
+    verdicts = {r["name"]: (r["verdict"], r["reason"]) for r in json.loads(capsys.readouterr().out)["results"]}
+    assert verdicts == {"a": ("not comparable", "storage='raw' (candidate 'jpeg')"), "b": ("regression", "")}
+
+
+def test_a_smoke_run_against_a_paper_run_is_refused_not_gated(tmp_path, capsys):
+    base = _with_config(tmp_path / "base.json", {"a": {"width": 0.125}, "b": {"width": 0.125}})
+    cand = _with_config(
+        tmp_path / "cand.json", {"a": {"width": 1.0}, "b": {"width": 1.0}}, "paper", [2 * t for t in BASE]
+    )
+    assert main(["compare", base, cand, "--force"]) == 2  # --force is for the device alone
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not comparable" in err and "width=0.125 (candidate 1.0)" in err
+
+
+def test_benchmarks_without_a_config_compare_on_their_recorded_parameters(tmp_path, capsys):
+    base, cand = tmp_path / "base.json", tmp_path / "cand.json"
+    _write(base, {"clock": BASE, "delay": BASE})
+    _write(cand, {"clock": BASE, "delay": BASE})
+    for path, profile in ((base, "smoke"), (cand, "paper")):
+        payload = json.loads(path.read_text())
+        payload["machine_info"]["persist"]["profile"] = profile
+        payload["benchmarks"][1]["extra_info"] = {"kind": "planted_delay", "delay_ms": 5.0, "data_wait_ratio": 1.0}
+        path.write_text(json.dumps(payload))
+    assert main(["compare", str(base), str(cand)]) == 2
+    assert "profile='smoke' (candidate 'paper')" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """Train once, time everywhere: timing runs borrow convergence from a full run of the same cell, the check holds the
 composition against full runs, and the paper's claims are judged seed by seed."""
 
+import json
+
 import pandas
 import pytest
 from test_analysis import _epochs, _frame
@@ -69,6 +71,27 @@ def test_the_check_composes_from_the_first_epochs_of_a_full_run():
     assert c["error_pct"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_the_check_catches_a_composition_that_misses_the_measured_speedup():
+    """torchvision's full K=5 run learns slower than preloaded's (reaches 0.5 in epoch 3, not 1) and its epochs 3-4
+    run slower (8.0 s, not 5.6 s): composed from its first 2 epochs, its speedup is preloaded's convergence x its
+    early loading factor, which misses what it measured; the check must say by how much."""
+    epochs = _grid()
+    run = epochs["run"] == "torchvision-m64-K5-constant-s0"
+    epochs.loc[run, "test_acc"] = [0.3, 0.4, 0.5, 0.6]
+    epochs.loc[run & (epochs["epoch"] >= 3), "wall_s"] = 8.0
+    runs, _ = composed_runs(epochs, target=0.5)
+    c = checks(epochs, runs, sources(epochs)).iloc[0]
+    own = runs.set_index("run").loc["torchvision-m64-K5-constant-s0"]
+    source = runs.set_index("run").loc["preloaded-m64-K5-constant-s0"]
+    assert source["convergence_factor"] == pytest.approx(40 / 50)  # preloaded: K=1 40 steps, K=5 50
+    assert own["convergence_factor"] == pytest.approx(40 / 150)  # its own curve: 3 epochs of 50 steps
+    # composed: preloaded's convergence x the first 2 epochs' loading (K=1: 2.0 s / 10 steps, K=5: 5.6 s / 50)
+    assert c["composed_speedup"] == pytest.approx(0.8 * (2.0 / 10) / (5.6 / 50))
+    assert c["measured_speedup"] == pytest.approx(own["speedup"]) and own["speedup"] < 0.5 * c["composed_speedup"]
+    assert c["error_pct"] == pytest.approx(100 * (c["composed_speedup"] / own["speedup"] - 1)) and c["error_pct"] > 100
+    assert c["max_acc_diff"] == pytest.approx(0.2)  # epochs 1-2: 0.3 vs 0.5, 0.4 vs 0.6
+
+
 def _claim_runs(k5_epochs, k5_seconds, k1_epochs=4.0, k1_seconds=4.0, schedule="constant"):
     rows = []
     for seed, (e, s) in enumerate(zip(k5_epochs, k5_seconds, strict=True)):
@@ -110,10 +133,13 @@ def composed_sweep(tmp_path_factory):
     grid = sweep.PRESETS["cpu"]
     mp.setitem(sweep.PRESETS, "cpu", replace(grid, base=replace(grid.base, train_size=256, test_size=64)))
     out = tmp_path_factory.mktemp("composed")
+    # the CPU, named: on a GPU, "auto" would train on CUDA without --deterministic, and the bit-identical losses
+    # asserted below would no longer be promised
     grid_args = ["--pipelines", "preloaded,torchvision", "--batch-sizes", "64", "--persistencies", "1,2"]
-    args = ["sweep", "--preset", "cpu", "--out", str(out), *grid_args, "--schedules", "constant", "--seeds", "2"]
+    where = ["--preset", "cpu", "--device", "cpu", "--out", str(out)]
+    args = ["sweep", *where, *grid_args, "--schedules", "constant", "--seeds", "2", "--quiet"]
     try:
-        assert main([*args, "--epochs", "3", "--timing-epochs", "1", "--dataset", "synthetic", "--quiet"]) == 0
+        assert main([*args, "--epochs", "3", "--timing-epochs", "1", "--dataset", "synthetic"]) == 0
     finally:
         mp.undo()
     return out
@@ -131,6 +157,8 @@ def test_a_sweep_trains_curves_on_its_first_pipeline_and_times_the_others(compos
         "torchvision-m64-K1-constant-s1": 1,  # timing runs
         "torchvision-m64-K2-constant-s1": 1,
     }
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in composed_sweep.iterdir()]
+    assert {(m["config"]["device"], m["device"]) for m in manifests} == {("cpu", "cpu")}
     frame = load_runs(sorted(composed_sweep.iterdir()))
     by_run = frame.set_index(["run", "epoch"])["train_loss"]
     for seed in (0, 1):  # bit-identical batches: the timed pipeline's first epoch is the trained one's, exactly
@@ -202,3 +230,10 @@ def test_runs_whose_pixels_differ_across_pipelines_are_not_composed():
     assert (runs["composed_from"] == "").all()
     assert reasons[0] in composition_markdown(runs, pandas.DataFrame(), reasons)
     assert refusals(_grid()) == [] and len(sources(_grid())) == 2  # bit-identical (or older records): composed
+
+
+def test_a_time_budget_replaces_the_presets_sample_budget():
+    from persist.runs.sweep import grid_from_args
+
+    config = grid_from_args("cpu", budget_s=60.0, epochs=1_000_000, persistencies=["1", "auto"]).configs()[-1]
+    assert (config.budget_s, config.budget_sample_steps, config.adaptive, config.persistency) == (60.0, None, True, 8)

@@ -67,6 +67,38 @@ def test_two_ranks_of_64_follow_one_rank_of_128(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "variant",
+    [
+        ["--augment", "crop-flip"],
+        ["--augment", "crop-flip", "--reuse", "reaugment"],
+        ["--storage", "jpeg"],
+    ],
+    ids=["crop-flip", "reaugment", "jpeg"],
+)
+def test_two_ranks_follow_one_rank_with_augmentation_and_jpeg_storage(tmp_path, variant):
+    """Each rank crops, flips and decodes only its part of the global batch; its crops are the ones the global
+    batch's samples get on one rank, so 2 ranks of m=64 still follow 1 rank of m=128."""
+    root = ["--data-root", str(tmp_path / "data")]  # JPEG files are written once, on first use, and shared
+    for nproc, m, name in ((1, 128, "one"), (2, 64, "two")):
+        args = [*SMALL, *variant, *root, "-m", str(m), "--epochs", "1", "--out", str(tmp_path / name)]
+        run = _torchrun(nproc, args)
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err[-3000:]
+    (a,), (b,) = read_records(tmp_path / "one"), read_records(tmp_path / "two")
+    assert (a.loads, a.steps, a.fresh_samples) == (b.loads, b.steps, b.fresh_samples) == (4, 8, 512)
+    assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4)
+    assert b.test_loss == pytest.approx(a.test_loss, rel=1e-4) and b.test_acc == a.test_acc
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    config = manifest["config"]
+    assert (config["augment"], config["reuse"], config["storage"]) == (
+        "crop-flip" if "crop-flip" in variant else "none",
+        "reaugment" if "reaugment" in variant else "same",
+        "jpeg" if "jpeg" in variant else "raw",
+    )
+
+
+@pytest.mark.slow
 def test_a_global_batch_larger_than_the_data_is_one_line_from_rank_0(tmp_path):
     run = _torchrun(2, [*SMALL, "-m", "300", "--out", str(tmp_path / "run")])
     _, err = run.communicate(timeout=300)

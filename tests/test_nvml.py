@@ -1,11 +1,12 @@
 """The NVML sampler against a fake NVML module: summaries, fallbacks, and that it always stops."""
 
+import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from persist.measure.nvml import NvmlSampler, UnavailableSampler, open_sampler
+from persist.measure.nvml import NvmlSampler, UnavailableSampler, import_pynvml, open_sampler
 
 
 class FakeNVMLError(Exception):
@@ -64,6 +65,33 @@ def test_summary_from_driver_samples():
     assert "1/6 s to 1 s" in summary["util_note"]
 
 
+def test_pcie_throughput_is_polled_rarely_or_never():
+    calls = {"pcie": 0}
+    nvml = fake_nvml()
+    pcie = nvml.nvmlDeviceGetPcieThroughput
+
+    def counted(handle, counter):
+        calls["pcie"] += 1
+        return pcie(handle, counter)
+
+    nvml.nvmlDeviceGetPcieThroughput = counted
+    sampler = NvmlSampler(nvml, "gpu0", pcie_every=20)
+    sampler.start()
+    sampler._stop.set(), sampler._thread.join()  # stop the thread: poll by hand from here
+    calls["pcie"], sampler.polls = 0, 0
+    for _ in range(40):
+        sampler.poll_once()
+    assert calls["pcie"] == 4  # polls 0 and 20, rx and tx each
+    assert len(sampler.values["power_w"]) >= 40 and len(sampler.values["pcie_rx_kb_per_s"]) >= 2
+    summary = sampler.stop()
+    assert summary["pcie_every_polls"] == 20 and summary["pcie_rx_mean_kb_per_s"] == 2000
+    never = NvmlSampler(nvml, "gpu0", interval_s=0.001, pcie_every=0)
+    calls["pcie"] = 0
+    never.start()
+    summary = never.stop()
+    assert calls["pcie"] == 0 and summary["pcie_rx_samples"] == 0 and summary["power_samples"] >= 1
+
+
 def test_falls_back_to_polling_and_records_unsupported_queries():
     sampler = NvmlSampler(fake_nvml(samples_supported=False, pcie_supported=False), "gpu0", interval_s=0.001)
     sampler.start()
@@ -93,6 +121,30 @@ def test_no_gpu_is_a_recorded_reason():
     summary = open_sampler(torch.device("cpu")).stop()
     assert summary == {"available": False, "reason": "no GPU sampling: the run is on cpu"}
     assert UnavailableSampler("x").stop()["reason"] == "x"
+
+
+LEGACY_PYNVML = """
+import warnings
+warnings.warn("The pynvml package is deprecated. Please install nvidia-ml-py instead.", FutureWarning)
+class NVMLError(Exception):
+    pass
+def nvmlInit():
+    raise NVMLError("Driver Not Loaded")
+"""
+
+
+def test_the_legacy_pynvml_wrappers_future_warning_is_recorded_not_raised(tmp_path, monkeypatch):
+    """The `pynvml` package (not nvidia-ml-py) warns on import; warnings are errors in this suite."""
+    (tmp_path / "pynvml.py").write_text(LEGACY_PYNVML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # undo restores the real module, or its absence
+    del sys.modules["pynvml"]
+    module, import_warnings = import_pynvml()
+    assert module.__file__ == str(tmp_path / "pynvml.py")
+    assert import_warnings == ["FutureWarning: The pynvml package is deprecated. Please install nvidia-ml-py instead."]
+    del sys.modules["pynvml"]  # import it again, through open_sampler
+    reason = open_sampler(torch.device("cuda")).stop()["reason"]
+    assert reason.startswith("no GPU sampling: NVML failed: Driver Not Loaded (import warned: FutureWarning: The")
 
 
 @pytest.mark.gpu

@@ -8,6 +8,7 @@ import torch
 from conftest import HAS_DALI
 from persist.config import PersistError, RunConfig
 from persist.data.pipelines import DelayedPipeline, make_pipeline
+from persist.data.pipelines.dali_loader import dali_available
 from persist.data.pipelines.torchvision_loader import ArrayDataset
 from persist.training.trainer import PipelineError, Trainer
 
@@ -47,10 +48,20 @@ def test_every_pipeline_yields_the_reference_batches(tiny_data, pipeline):
 
 @pytest.mark.parametrize("pipeline", PIPELINES)
 def test_epochs_cover_every_sample_once_and_differ(tiny_data, pipeline):
-    first, _ = _epoch(tiny_data, pipeline, epoch=1, batch_size=64)
-    second, _ = _epoch(tiny_data, pipeline, epoch=2, batch_size=64)
-    assert sum(len(y) for _, y in first) == 256
-    assert not torch.equal(first[0][0], second[0][0])
+    """Each sample's label is its index, so the labels an epoch yields name the samples it fed."""
+    from dataclasses import replace
+
+    indexed = replace(tiny_data, train_y=torch.arange(len(tiny_data.train_y)))
+    first, _ = _epoch(indexed, pipeline, epoch=1, batch_size=64)
+    second, _ = _epoch(indexed, pipeline, epoch=2, batch_size=64)
+    for epoch in (first, second):
+        seen = torch.cat([y for _, y in epoch])
+        assert sorted(seen.tolist()) == list(range(256))  # every sample, each once
+    assert not torch.equal(first[0][1], second[0][1])  # a new order each epoch
+    # m=100: 2 whole batches, the last 56 samples of the order dropped; still no sample twice
+    partial, _ = _epoch(indexed, pipeline, epoch=1, batch_size=100)
+    seen = torch.cat([y for _, y in partial]).tolist()
+    assert len(seen) == len(set(seen)) == 200 and set(seen) <= set(range(256))
 
 
 def test_torchvision_workers_change_speed_not_data(tiny_data):
@@ -103,18 +114,30 @@ def test_delay_is_added_once_per_load(tiny_data, fake_clock):
     assert delayed.describe()["delay_ms"] == 25.0
 
 
-def test_dali_missing_says_how_to_install(tiny_data, monkeypatch):
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        (
+            ModuleNotFoundError("No module named 'nvidia'", name="nvidia"),
+            r"needs NVIDIA DALI: pip install 'persist\[dali\]'",
+        ),
+        (ImportError("libcudart.so.12: cannot open shared object file"), r"DALI is installed but cannot be imported: "),
+    ],
+)
+def test_dali_missing_or_broken_says_so(tiny_data, monkeypatch, failure, message):
+    """Not installed, or installed but broken (a wheel for another CUDA): a clear error, and a skip in the bench."""
     import builtins
 
     real_import = builtins.__import__
 
     def no_dali(name, *args, **kwargs):
         if name.startswith("nvidia.dali"):
-            raise ImportError(name)
+            raise failure
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_dali)
-    with pytest.raises(PersistError, match=r"needs NVIDIA DALI: pip install 'persist\[dali\]'"):
+    assert dali_available()[0] is False
+    with pytest.raises(PersistError, match=message):
         make_pipeline(RunConfig(pipeline="dali", device="cpu"), tiny_data, CPU)
 
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from persist.stats import MIN_PAIRS, mean_ci, median_ci, ratio_check
+from persist.stats import MIN_PAIRS, mean_ci, median_ci, ratio_check, sequential_pairs, verdict_of
 
 
 def test_median_interval_uses_the_sign_test_order_statistics():
@@ -28,17 +28,90 @@ def test_median_interval_covers_the_true_median_at_least_95_percent_of_the_time(
     assert covered / 2000 >= 0.94
 
 
-def test_a_ratio_check_fails_only_when_the_whole_interval_misses_the_bound():
+def test_a_ratio_check_passes_fails_or_is_inconclusive_by_where_the_whole_interval_lies():
     noisy = [0.90, 0.95, 0.97, 0.99, 1.00, 1.01, 1.02, 1.03, 1.10]  # median 1.00, interval [0.95, 1.03]
-    assert not ratio_check("noisy", noisy, low_bound=0.98).failed
-    assert not ratio_check("noisy", noisy, low_bound=1.02).failed  # median below, interval reaches it: not shown
+    assert ratio_check("noisy", noisy, low_bound=0.98).verdict == "inconclusive"  # straddles 0.98
+    assert ratio_check("noisy", noisy, low_bound=0.95).verdict == "pass"  # wholly at or above
+    assert ratio_check("noisy", noisy, low_bound=1.02).verdict == "inconclusive"  # median below, interval reaches it
     short = [r - 0.10 for r in noisy]  # interval [0.85, 0.93]: wholly below 0.98
     check = ratio_check("short", short, low_bound=0.98)
-    assert check.failed
+    assert check.verdict == "fail" and check.failed
     assert "interval [0.850, 0.930]" in check.message() and ">= 0.98" in check.message()
-    assert ratio_check("slow", [r + 0.10 for r in noisy], high_bound=1.01).failed
-    two_sided = ratio_check("delay", noisy, low_bound=0.95, high_bound=1.05)
-    assert not two_sided.failed and two_sided.as_dict()["failed"] is False
+    assert ratio_check("slow", [r + 0.10 for r in noisy], high_bound=1.01).verdict == "fail"
+    two_sided = ratio_check("delay", noisy, low_bound=0.90, high_bound=1.05)
+    assert two_sided.verdict == "pass" and two_sided.as_dict()["failed"] is False
+    assert two_sided.as_dict()["verdict"] == "pass" and two_sided.as_dict()["half_width"] == pytest.approx(0.04)
+    assert ratio_check("delay", noisy, low_bound=0.96, high_bound=1.05).verdict == "inconclusive"
+    assert ratio_check("delay", noisy, low_bound=0.90, high_bound=1.0).verdict == "inconclusive"
+    assert verdict_of(0.5, 0.6, 0.95, 1.05) == "fail" and verdict_of(1.1, 1.2, 0.95, 1.05) == "fail"
+
+
+def test_a_check_written_before_the_three_verdicts_reads_with_one():
+    from persist.benchjson.schema import read_check
+
+    old = {"name": "x", "ratio": 0.95, "ci_low": 0.93, "ci_high": 0.99, "pairs": 9, "low_bound": 0.98}
+    check = read_check({**old, "high_bound": None, "failed": False, "method": "sign test"})
+    assert check.verdict == "inconclusive" and check.half_width == pytest.approx(0.03) and check.stopped is None
+    assert read_check({**old, "ci_low": 0.985}).verdict == "pass"
+
+
+class _Tick:
+    """A fake clock: every round advances it by `round_s`."""
+
+    def __init__(self, round_s: float):
+        self.t, self.round_s = 0.0, round_s
+
+    def now(self) -> float:
+        return self.t
+
+    def round(self, value):
+        self.t += self.round_s
+        return value
+
+
+def test_sequential_pairs_run_abba_and_stop_once_the_interval_is_narrow():
+    order, rng = [], random.Random(3)
+    tick = _Tick(0.5)
+
+    def reference():
+        order.append("A")
+        return tick.round(1.0 + rng.gauss(0, 0.002))
+
+    def measured():
+        order.append("B")
+        return tick.round(1.0 + rng.gauss(0, 0.002))
+
+    pairs = sequential_pairs(reference, measured, lambda a, b: (a / b,), (0.02,), cap_s=1000, now=tick.now)
+    assert pairs.stopped == "narrow" and len(pairs.ratios) == 12  # quiet: the fewest pairs (6 ABBA blocks) decide
+    assert "".join(order[:8]) == "ABBAABBA"
+    check = pairs.check(0, "quiet", low_bound=0.98)
+    assert check.verdict == "pass" and check.half_width < 0.02 and check.pairs == 12 and check.stopped == "narrow"
+
+
+def test_sequential_pairs_stop_at_the_cap_after_a_whole_abba_block():
+    rng, tick = random.Random(4), _Tick(1.0)
+    noisy = lambda: tick.round(rng.lognormvariate(0, 0.3))  # noqa: E731
+    pairs = sequential_pairs(noisy, noisy, lambda a, b: (a / b,), (0.02,), cap_s=30, now=tick.now)
+    assert pairs.stopped == "cap" and len(pairs.ratios) == 16  # 12 pairs = 24 s, then checked every block: 32 s at 16
+    assert pairs.spent_s == 32.0
+    assert pairs.check(0, "noisy", low_bound=0.98).verdict == "inconclusive"
+
+
+def test_sequential_pairs_stop_when_every_check_is_narrow():
+    rng, tick = random.Random(5), _Tick(1.0)
+    calls = {"n": 0}
+
+    def value():
+        calls["n"] += 1
+        return tick.round(1.0 + rng.gauss(0, 0.001))
+
+    # the second ratio is noisy: the pairs go on until the cap, though the first is narrow from the start
+    pairs = sequential_pairs(
+        value, value, lambda a, b: (a / b, rng.lognormvariate(0, 0.3)), (0.02, 0.02), cap_s=40, now=tick.now
+    )
+    assert pairs.stopped == "cap" and len(pairs.ratios) == 20
+    with pytest.raises(ValueError, match="min_pairs=4"):
+        sequential_pairs(value, value, lambda a, b: (1.0,), (0.1,), cap_s=1, min_pairs=4)
 
 
 def test_a_ratio_check_needs_enough_pairs_for_an_interval():
@@ -50,3 +123,17 @@ def test_mean_interval_uses_student_t():
     mean, half = mean_ci([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
     assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_an_abba_block_cancels_what_going_first_does():
+    # the measured pipeline is as fast as the reference, but whichever round runs second is 5% slower
+    tick, rounds = _Tick(1.0), {"n": 0}
+
+    def round_s():
+        rounds["n"] += 1
+        return tick.round(1.05 if rounds["n"] % 2 == 0 else 1.0)
+
+    pairs = sequential_pairs(round_s, round_s, lambda a, b: (a / b,), (0.02,), cap_s=100, now=tick.now)
+    assert {round(r[0], 3) for r in pairs.ratios} == {0.952, 1.05}  # each pair alone is biased one way or the other
+    check = pairs.check(0, "order", low_bound=0.98)
+    assert check.ratio == pytest.approx(1.0) and check.verdict == "pass" and check.pairs == 12

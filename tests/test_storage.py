@@ -37,7 +37,8 @@ def test_prepare_writes_one_file_per_sample_and_an_index(small, stored):
     assert index["dataset"] == "synthetic" and index["quality"] == 90 and index["format"] == "jpeg"
     assert (index["train_size"], index["test_size"]) == (96, 32) and len(index["train"]) == 96
     for i in (0, 57):
-        relative, label = index["train"][i]
+        relative, label, size, _ = index["train"][i]
+        assert size == (stored / relative).stat().st_size
         assert relative == f"train/{label}/{i:05d}.jpg" and label == int(small.train_y[i])
         pixels = decode_jpeg(read_file(str(stored / relative)))  # a real JPEG, close to its source
         error = (pixels.permute(1, 2, 0).int() - small.train_x[i].int()).abs().float().mean()
@@ -72,6 +73,7 @@ def test_an_interrupted_prepare_leaves_no_half_dataset(small, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         prepare(big, tmp_path / "set", 90, interrupt)
     assert calls == [1000] and not (tmp_path / "set").exists()
+    assert not (tmp_path / "set.partial").exists()  # Ctrl-C leaves nothing behind, not even the partial folder
     assert prepare(small, tmp_path / "set", 90)[1]  # a later run starts over cleanly
 
 
@@ -116,6 +118,7 @@ def test_train_with_jpeg_storage_prepares_on_first_use(tmp_path, capsys):
     args = ["train", "--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--width", "0.125"]
     args += ["-m", "32", "-K", "2", "--epochs", "1", "--storage", "jpeg", "--data-root", str(tmp_path / "data")]
     assert main([*args, "--device", "cpu", "--quiet", "--out", str(tmp_path / "run")]) == 0
+    assert "wrote the dataset as JPEG files to " + str(tmp_path / "data" / "persist-jpeg") in capsys.readouterr().err
     config = RunConfig(dataset="synthetic", train_size=128, test_size=32, data_root=str(tmp_path / "data"))
     folder = storage_folder(config.data_root, load_dataset(config), 90)
     assert (folder / INDEX).is_file()

@@ -85,19 +85,60 @@ def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
     assert rows[0]["diverged_epoch"] == 4
     out = capsys.readouterr().out
     assert "diverged in epoch 4" in out
-    assert "[0.930, 0.990]" in out and ">= 0.98" in out and "ok" in out
+    # a file written before the three verdicts: no `verdict`, and an interval that straddles the bound
+    assert "[0.930, 0.990]" in out and ">= 0.98" in out and "inconclusive" in out
+
+
+def test_the_checks_table_shows_each_verdict_with_its_pairs_half_width_and_cap():
+    from persist.benchjson.summary import check_rows, render_checks
+    from persist.stats import ratio_check
+
+    def bench(name, ratios, **how):
+        check = ratio_check(name, ratios, low_bound=0.98, **how)
+        return {"name": name, "extra_info": {"kind": "vs_reference", "checks": [check.as_dict()]}}
+
+    base = [0.99, 1.00, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06, 1.07, 1.08]  # interval [1.00, 1.07]
+    benchmarks = [
+        bench("good", base, tolerance=0.02, stopped="narrow", cap_s=30.0, spent_s=4.0),
+        bench("slow", [r - 0.2 for r in base], tolerance=0.02, stopped="narrow", cap_s=30.0, spent_s=5.0),
+        bench("wide", [r - 0.05 for r in base], tolerance=0.02, stopped="cap", cap_s=30.0, spent_s=31.0),
+    ]
+    rows = check_rows(benchmarks)
+    assert [r["verdict"] for r in rows] == ["pass", "fail", "inconclusive"]
+    assert rows[2]["half_width"] == pytest.approx(0.035) and rows[2]["pairs"] == 10
+    console = Console(width=250, record=True)
+    console.print(render_checks(rows))
+    text = console.export_text()
+    assert "pass" in text and "fail" in text and "inconclusive" in text
+    assert "0.035 / 0.02" in text and "cap (31 of 30 s)" in text and "narrow (4 of 30 s)" in text
 
 
 def test_every_k_is_predicted_from_its_k1_cell():
-    """K=1: 10 loads, 10 steps, 1.0 s epoch of which 0.5 s compute -> 0.05 s per load, 0.05 s per step.
-    K=5 predicted: 10 loads x 0.05 + 50 steps x 0.05 = 3.0 s; measured 2.4 s -> the forecast is 25% high."""
+    """K=1: 10 loads, 10 steps, a 1.0 s epoch with 0.4 s data wait -> 0.04 s wait per load, 0.06 s per step.
+    torchvision with 0 workers loads synchronously: K=5 = 10 x 0.04 + 50 x 0.06 = 3.4 s; measured 2.72 s -> +25%."""
     k1 = _cell("torchvision", 256, 1, 1.0, 0.4, 0.5, 0.1)
-    k5 = _cell("torchvision", 256, 5, 2.4, 0.4, 2.0, 0.1)
+    k5 = _cell("torchvision", 256, 5, 2.72, 0.4, 2.0, 0.1)
     k1["extra_info"].update(loads=10, steps=10)
     k5["extra_info"].update(loads=10, steps=50)
     one, five = summary_rows([k1, k5])
     assert one["predicted_epoch_s"] == pytest.approx(1.0) and one["prediction_error_pct"] == pytest.approx(0)
-    assert five["predicted_epoch_s"] == pytest.approx(3.0) and five["prediction_error_pct"] == pytest.approx(25)
+    assert five["predicted_epoch_s"] == pytest.approx(3.4) and five["prediction_error_pct"] == pytest.approx(25)
+
+
+def test_a_prefetching_pipeline_hides_its_loads_behind_k_steps():
+    """DALI prefetches: the K=1 wait of 0.04 s per load is what one 0.06 s step could not hide, so a load takes
+    0.10 s; at K=2 it overlaps 0.12 s of steps and stalls nothing: 20 steps x 0.06 = 1.2 s (the synchronous model
+    would say 1.6 s). torchvision with workers prefetches too."""
+    k1 = _cell("dali", 256, 1, 1.0, 0.4, 0.5, 0.1)
+    k2 = _cell("dali", 256, 2, 1.2, 0.0, 1.1, 0.1)
+    for cell, steps in ((k1, 10), (k2, 20)):
+        cell["extra_info"].update(loads=10, steps=steps)
+    one, two = summary_rows([k1, k2])
+    assert one["loader"] == "async" and one["predicted_epoch_s"] == pytest.approx(1.0)
+    assert two["predicted_epoch_s"] == pytest.approx(1.2) and two["prediction_error_pct"] == pytest.approx(0)
+    workers = _cell("torchvision", 256, 1, 1.0, 0.4, 0.5, 0.1)
+    workers["extra_info"]["pipeline_options"] = {"num_workers": 2}
+    assert summary_rows([workers])[0]["loader"] == "async"
 
 
 def test_the_loading_table_gives_each_pipelines_img_per_s_and_the_one_time_decode():

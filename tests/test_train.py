@@ -86,6 +86,48 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_data, tiny_config
     assert _metrics(resumed) == _metrics(whole)
 
 
+def test_a_kill_inside_the_checkpoint_save_leaves_a_resumable_run(tiny_data, tiny_config, tmp_path, monkeypatch):
+    """Killed halfway through writing epoch 2's checkpoint: a torn temporary file is left beside epoch 1's checkpoint.
+    The resumed run trains epochs 2 and 3 again, to the uninterrupted run's metrics, and the leftover is gone."""
+    import io
+
+    import persist.runs.folder as folder
+
+    config = replace(tiny_config, epochs=3)
+    whole = train_run(config, tmp_path / "whole", trainer=Trainer(config, tiny_data))
+    real_save = torch.save
+
+    def killed_mid_write(state, f):
+        if isinstance(state, dict) and state.get("epoch") == 2:
+            buffer = io.BytesIO()
+            real_save(state, buffer)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            raise KeyboardInterrupt
+        real_save(state, f)
+
+    out = tmp_path / "cut"
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, out, trainer=Trainer(config, tiny_data))
+    monkeypatch.undo()
+    torn = out / (folder.CHECKPOINT + ".tmp")
+    assert torn.exists() and torch.load(out / folder.CHECKPOINT, weights_only=True)["epoch"] == 1
+    assert len(read_records(out)) == 1
+    resumed = train_run(config, out, resume=True, trainer=Trainer(config, tiny_data))
+    assert _metrics(resumed) == _metrics(whole) and not torn.exists()
+
+
+def test_a_stale_temporary_file_is_overwritten_not_read(tmp_path):
+    from persist.runs.folder import save_state_atomic
+
+    path = tmp_path / "state.pt"
+    (tmp_path / "state.pt.tmp").write_bytes(b"\xff" * 100_000)  # a kill's leftover, longer than the new state
+    save_state_atomic({"epoch": 7, "w": torch.arange(3)}, path)
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 7 and torch.equal(state["w"], torch.arange(3))
+    assert not (tmp_path / "state.pt.tmp").exists()
+
+
 def test_resume_heals_a_kill_between_checkpoint_and_record(tiny_data, tiny_config, tmp_path):
     out = tmp_path / "run"
     train_run(tiny_config, out, trainer=Trainer(tiny_config, tiny_data))
@@ -136,6 +178,36 @@ def test_missing_cuda_device_is_refused():
     with pytest.raises(ConfigError, match=r"device='cuda:7' does not exist: this machine has \d+ CUDA device"):
         resolve_device("cuda:7")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_the_cuda_device_is_decided_once_and_made_current(monkeypatch):
+    """cuda:N becomes the current device where it is decided: CUDA events record on the current device's stream."""
+    from persist.training.device import resolve_device
+
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert made_current == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    made_current.clear()
+    assert resolve_device("cpu") == torch.device("cpu") and made_current == []
+
+
+def test_math_settings_read_tf32_and_autotuning_without_warnings(monkeypatch):
+    """Through fp32_precision where torch has it (warnings are errors here), allow_tf32 only where it does not; the
+    machine info of a bench carries them."""
+    from persist.measure.machine import machine_info, math_settings
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    settings = math_settings()
+    assert settings["tf32_api"] == "fp32_precision" and settings["cudnn_benchmark"] is True
+    assert settings["cudnn_conv_fp32_precision"] in ("tf32", "ieee", "bf16", "none")
+    assert machine_info(torch.device("cpu"))["math"] == settings
+    monkeypatch.setattr(torch.backends.cudnn, "conv", None, raising=False)  # an older torch
+    assert math_settings()["tf32_api"] == "allow_tf32" and isinstance(math_settings()["cudnn_allow_tf32"], bool)
 
 
 @pytest.mark.slow

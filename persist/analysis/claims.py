@@ -52,6 +52,35 @@ def _median(values) -> str:
     return f"{pandas.Series(values).median():.1f}" if values else "not reached"
 
 
+def auto_lines(fixed: pandas.DataFrame, adaptive: pandas.DataFrame) -> list[str]:
+    """--persistency auto against the best fixed K of the same pipeline, m and seed (best: the soonest to target in
+    seconds, among every fixed K including 1, constant lr): does auto reach the target at least as soon?"""
+    lines = []
+    for (pipeline, m, cap), runs in adaptive.groupby(["pipeline", "batch_size", "persistency"]):
+        outcomes, chosen = [], []
+        for _, a in runs.iterrows():
+            same = fixed[
+                (fixed["pipeline"] == pipeline)
+                & (fixed["batch_size"] == m)
+                & (fixed["seed"] == a["seed"])
+                & ((fixed["lr_schedule"] == a["lr_schedule"]) | (fixed["persistency"] == 1))
+            ]
+            if same.empty:
+                continue
+            best = same.loc[same["seconds_to_target"].fillna(math.inf).idxmin()]
+            chosen.append(f"K={best['persistency']}")
+            sooner = _sooner(best["seconds_to_target"], a["seconds_to_target"])  # the fixed K strictly sooner?
+            outcomes.append(None if sooner is None else not sooner)
+        if outcomes:
+            lines.append(
+                f"- {pipeline}, m={m}: auto:{cap} reaches the target at least as soon as the best fixed K "
+                f"(per seed: {', '.join(chosen)}): **{_verdict(outcomes)}**. Median seconds: auto "
+                f"{_median(runs['seconds_to_target'].tolist())}, mean uses per load "
+                f"{runs['mean_k'].median():.2f}."
+            )
+    return lines
+
+
 def claim_lines(runs: pandas.DataFrame, unfinished: pandas.DataFrame | None = None) -> list[str]:
     """Markdown bullets, one per claim and pipeline. `unfinished` (records.load_unfinished): runs that diverged
     before finishing an epoch count as never reaching the target."""
@@ -61,6 +90,9 @@ def claim_lines(runs: pandas.DataFrame, unfinished: pandas.DataFrame | None = No
         lost = lost.assign(epochs_to_target=math.nan, seconds_to_target=math.nan, time_per_step_s=math.nan)
         runs = pandas.concat([runs, lost[[c for c in lost.columns if c in runs.columns]]], ignore_index=True)
     runs = runs[(runs["persistency"] == 1) | (runs["reuse"] == "same")]  # the paper's persistency: the batch as loaded
+    adaptive = runs[runs["adaptive"].astype(bool)] if "adaptive" in runs else runs.iloc[:0]
+    runs = runs[~runs.index.isin(adaptive.index)]  # the paper's claims are about a fixed K
+    lines += auto_lines(runs, adaptive)
     small, large = int(runs["batch_size"].min()), int(runs["batch_size"].max())
     k = int(runs["persistency"].max())
     if k == 1:

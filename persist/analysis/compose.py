@@ -18,7 +18,7 @@ import math
 
 import pandas
 
-CELL = ["batch_size", "persistency", "lr_schedule", "reuse", "seed"]
+CELL = ["batch_size", "persistency", "adaptive", "lr_schedule", "reuse", "seed"]
 BORROWED = ["steps_to_target", "epochs_to_target", "fresh_samples_to_target", "best_test_acc", "resolution"]
 
 
@@ -27,10 +27,12 @@ BIT_IDENTICAL = "bit-identical"  # the manifest's pipeline.pixels when every pip
 
 def _plans(epochs: pandas.DataFrame) -> pandas.DataFrame:
     """One row per run: its pipeline, cell, the epochs it was planned for, and whether its pixels are bit-identical
-    to the other pipelines' (records written before the field existed were)."""
+    to the other pipelines' (records written before the field existed were). Runs under --persistency auto are left
+    out: their K depends on timing, so their convergence belongs to the run, never to another pipeline."""
     plans = epochs.groupby("run").first().reset_index()
     plans["identical"] = plans["pixels"] == BIT_IDENTICAL if "pixels" in plans else True
-    return plans[["run", "pipeline", *CELL, "epochs", "identical"]]
+    plans = plans[["run", "pipeline", *CELL, "epochs", "identical", "adaptive"]]
+    return plans[~plans["adaptive"].astype(bool)].drop(columns="adaptive")
 
 
 def refusals(epochs: pandas.DataFrame) -> list[str]:
@@ -111,7 +113,8 @@ def checks(epochs: pandas.DataFrame, runs: pandas.DataFrame, found: dict[str, st
     from the source's (0.0: identical at every epoch)."""
     plans = _plans(epochs).set_index("run")
     rows = []
-    for _, row in runs[(runs["persistency"] > 1) & (runs["composed_from"] == "")].iterrows():
+    fixed = runs[~runs["adaptive"].astype(bool)]
+    for _, row in fixed[(fixed["persistency"] > 1) & (fixed["composed_from"] == "")].iterrows():
         timing = [r for r in found if plans.loc[r, "pipeline"] == row["pipeline"]]
         timing = [r for r in timing if plans.loc[r, "batch_size"] == row["batch_size"]]
         base = runs[

@@ -19,11 +19,13 @@ import math
 import pandas
 
 from persist.analysis.compose import borrow_targets, compose, sources
-from persist.config import PersistError
+from persist.config import persistency_label
+from persist.errors import PersistError
 from persist.stats import mean_ci
 
-RUN_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "reuse", "seed"]
-CELL_KEYS = ["pipeline", "batch_size", "persistency", "lr_schedule", "reuse"]
+# auto (--persistency auto:N) is its own K: `adaptive` keeps it apart from a fixed K equal to its cap
+RUN_KEYS = ["pipeline", "batch_size", "persistency", "adaptive", "lr_schedule", "reuse", "seed"]
+CELL_KEYS = ["pipeline", "batch_size", "persistency", "adaptive", "lr_schedule", "reuse"]
 LOADING_FACTOR_NEAR_ONE = 0.15  # preloaded: flag a loading factor further than this from 1
 
 
@@ -88,6 +90,7 @@ def per_run(
                 "finished": "status" in run and str(run["status"].iloc[0]).startswith("finished"),
                 "best_test_acc": run["test_acc"].max(),
                 "time_per_step_s": wall / steps,
+                "mean_k": steps / loads,  # K itself, or under auto the uses per load it chose
                 "compute_per_step_s": compute / steps,
                 "overhead_per_load_s": (wall - compute) / loads,
                 "epochs_to_target": len(upto) if upto is not None else math.nan,
@@ -157,6 +160,7 @@ def factors(runs: pandas.DataFrame) -> pandas.DataFrame:
 
 
 DECOMPOSITION_COLUMNS = [
+    "mean_k",
     "overhead_per_load_s",
     "compute_per_step_s",
     "time_per_step_s",
@@ -222,6 +226,7 @@ def cell_table(
         for column in DECOMPOSITION_COLUMNS:
             row[column], row[column + "_ci"] = mean_ci(cell[column].tolist())
             row[column + "_values"] = cell.sort_values("seed")[column].tolist()  # per seed, NaN: not reached
+        row["k_label"] = persistency_label(int(keys[2]), bool(keys[3]))
         row["note"] = _note(row)
         rows.append(row)
     return pandas.DataFrame(rows)
@@ -229,6 +234,10 @@ def cell_table(
 
 def _note(row: dict) -> str:
     notes = []
+    if row["adaptive"]:
+        notes.append(
+            f"auto: K set by timing (mean {row['mean_k']:.2f} uses per load), so not reproducible and never composed"
+        )
     if row["diverged"]:
         notes.append(f"{row['diverged']} seed(s) diverged (NaN loss)")
     elif row["partial"]:
@@ -241,6 +250,7 @@ def _note(row: dict) -> str:
     if row["reached"] < row["seeds"]:
         notes.append(f"target missed by {row['seeds'] - row['reached']} seed(s)")
     lf = row["loading_factor"]
-    if row["pipeline"] == "preloaded" and row["persistency"] > 1 and abs(lf - 1) > LOADING_FACTOR_NEAR_ONE:
+    fixed_k = row["persistency"] > 1 and not row["adaptive"]
+    if row["pipeline"] == "preloaded" and fixed_k and abs(lf - 1) > LOADING_FACTOR_NEAR_ONE:
         notes.append(f"loading factor {lf:.2f} is not ~1 on preloaded: steps did not cost the same at this K")
     return "; ".join(notes)

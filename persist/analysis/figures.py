@@ -16,6 +16,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import pandas
 
+from persist.config import persistency_label
+
 PANELS = [
     ("test_acc", "train_time_s", "test accuracy", "training time (s)"),
     ("test_acc", "epoch", "test accuracy", "epoch"),
@@ -72,8 +74,9 @@ def paper_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Pa
         title, name = _suffix(reuse)
         for m, by_m in data[data["lr_schedule"] == "constant"].groupby("batch_size"):
             fig, axes = _figure(f"{pipeline} pipeline, m = {m}, constant lr{title}: K = 1 (standard) against K > 1")
-            for k, runs in by_m.groupby("persistency"):
-                _draw(axes, seed_curves(runs), f"K = {k} ({runs['seed'].nunique()} seeds)", {})
+            for (k, adaptive), runs in by_m.groupby(["persistency", "adaptive"]):
+                label = f"K = {persistency_label(int(k), bool(adaptive))} ({runs['seed'].nunique()} seeds)"
+                _draw(axes, seed_curves(runs), label, {})
             paths.append(_save(fig, axes, out / f"fig-{pipeline}-m{m}{name}.png"))
     return paths
 
@@ -93,7 +96,7 @@ def adaptive_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list
     paths = []
     for reuse, data in _by_reuse(epochs, pipeline):
         title, name = _suffix(reuse)
-        for m, by_m in data[data["persistency"] > 1].groupby("batch_size"):
+        for m, by_m in data[(data["persistency"] > 1) & ~data["adaptive"].astype(bool)].groupby("batch_size"):
             heading = f"{pipeline} pipeline, m = {m}{title}: constant lr (solid) against k*mu (dashed)"
             paths += _two_way(by_m, "lr_schedule", "constant", heading, out / f"fig-adaptive-{pipeline}-m{m}{name}.png")
     return paths
@@ -102,7 +105,7 @@ def adaptive_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list
 def reuse_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Path]:
     """Where both reuse variants ran: the paper's reuse (solid) against a fresh crop-flip per use (dashed)."""
     paths = []
-    data = epochs[(epochs["pipeline"] == pipeline) & (epochs["persistency"] > 1)]
+    data = epochs[(epochs["pipeline"] == pipeline) & (epochs["persistency"] > 1) & ~epochs["adaptive"].astype(bool)]
     for m, by_m in data[data["lr_schedule"] == "constant"].groupby("batch_size"):
         heading = f"{pipeline} pipeline, m = {m}, constant lr: reuse same (solid) against reaugment (dashed)"
         paths += _two_way(by_m, "reuse", "same", heading, out / f"fig-reuse-{pipeline}-m{m}.png")

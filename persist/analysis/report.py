@@ -17,11 +17,13 @@ from persist.analysis.compose import checks, composition_markdown, refusals, sou
 from persist.analysis.decomposition import TARGET_FRACTION, cell_table, check_comparable, composed_runs
 from persist.analysis.figures import adaptive_figures, paper_figures, reuse_figures
 from persist.runs.records import load_evals, load_runs, load_unfinished, read_manifest
+from persist.tables import table_console
 
 TABLE_COLUMNS = [  # (column, header, format)
     ("pipeline", "pipeline", "{}"),
     ("batch_size", "m", "{}"),
-    ("persistency", "K", "{}"),
+    ("k_label", "K", "{}"),
+    ("mean_k", "mean K", "{:.2f}"),
     ("lr_schedule", "lr", "{}"),
     ("reuse", "reuse", "{}"),
     ("seeds", "seeds", "{}"),
@@ -47,7 +49,8 @@ TERMINAL_COLUMNS = [
     in {
         "pipeline",
         "batch_size",
-        "persistency",
+        "k_label",
+        "mean_k",
         "lr_schedule",
         "reuse",
         "target",
@@ -139,7 +142,7 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
             else "loading"
         )
         sentences.append(
-            f"- {pipeline}, m={m}: persistency {paid}; the best K={best['persistency']} ({best['lr_schedule']} lr) "
+            f"- {pipeline}, m={m}: persistency {paid}; the best K={best['k_label']} ({best['lr_schedule']} lr) "
             f"reached the target {best['speedup']:.2f}x as fast as K=1, mostly through {source} "
             f"(loading x{best['loading_factor']:.2f}, convergence x{best['convergence_factor']:.2f})."
         )
@@ -160,7 +163,7 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
     for pipeline in sorted(measured["pipeline"].unique()):
         for draw in (paper_figures, adaptive_figures, reuse_figures):
             figures += draw(measured, pipeline, out)
-    (console or Console()).print(rich_table(table, targets))
+    (console or table_console()).print(rich_table(table, targets))  # piped, names stay whole
     report = out / "report.md"
     unfinished = load_unfinished(run_dirs)
     extra = ["", "## The paper's claims", "", *claim_lines(runs, unfinished), ""]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
 
 from persist.benchjson.summary import load_benchmarks
-from persist.config import PersistError
+from persist.config import PersistError, RunConfig
 from persist.stats import t_975
 
 ALPHA = 0.05
@@ -31,7 +31,8 @@ class Comparison:
     test: str  # mann-whitney-u | ci-overlap
     p_value: float | None
     significant: bool
-    verdict: str  # regression | improvement | same
+    verdict: str  # regression | improvement | same | not comparable
+    reason: str = ""  # not comparable: the first field in which the two runs differ
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -135,16 +136,86 @@ def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force:
     common = [b for b in candidate["benchmarks"] if b["fullname"] in base_by_name]
     if not common:
         raise PersistError(f"{baseline_path} and {candidate_path} have no benchmarks in common")
-    return [
-        compare_one(
-            b["fullname"], _rounds(base_by_name[b["fullname"]], baseline_path), _rounds(b, candidate_path), threshold
+    results = []
+    for b in common:
+        base_rounds, cand_rounds = _rounds(base_by_name[b["fullname"]], baseline_path), _rounds(b, candidate_path)
+        differ = work_difference(base_by_name[b["fullname"]], b, baseline, candidate)
+        if differ is None:
+            results.append(compare_one(b["fullname"], base_rounds, cand_rounds, threshold))
+        else:
+            results.append(not_comparable(b["fullname"], base_rounds, cand_rounds, differ))
+    if all(r.verdict == "not comparable" for r in results):
+        raise PersistError(
+            f"{candidate_path} is not comparable with {baseline_path}: {results[0].name.split('::')[-1]} differs in "
+            f"{results[0].reason}; compare runs of the same config"
         )
-        for b in common
-    ]
+    return results
+
+
+# Fields of a run's config that do not change the work a benchmark times: where the data are read from, whether they
+# may be downloaded, how the device is spelled (which machine it is, is the device check's business, and --force's),
+# and what happens outside the timed epochs (evaluation, epoch counts and budgets of a training run).
+NOT_WORK_FIELDS = (
+    "data_root",
+    "download",
+    "storage_dir",
+    "device",
+    "eval_batch_size",
+    "eval_every",
+    "epochs",
+    "budget_s",
+    "budget_sample_steps",
+)
+# A benchmark with no recorded config compares on these: the bench profile, pytest params, and these extra_info keys.
+PARAMETER_KEYS = (
+    "kind",
+    "pipeline",
+    "batch_size",
+    "persistency",
+    "lr_schedule",
+    "storage",
+    "augment",
+    "reuse",
+    "delay_ms",
+    "model",
+    "per_rank_batch_size",
+    "ranks",
+    "backend",
+)
+
+
+def work_parameters(bench: dict, payload: dict) -> dict:
+    """What decides the work a benchmark timed: its run config less NOT_WORK_FIELDS (a field a file lacks takes
+    RunConfig's default), or, with no config, its profile, params and PARAMETER_KEYS."""
+    extra = bench.get("extra_info") or {}
+    config = extra.get("config")
+    if config:
+        defaults = {f.name: f.default for f in fields(RunConfig)}
+        return {k: v for k, v in {**defaults, **config}.items() if k not in NOT_WORK_FIELDS}
+    profile = ((payload.get("machine_info") or {}).get("persist") or {}).get("profile")
+    found = {"profile": profile, "params": bench.get("params")}
+    return {**found, **{k: extra[k] for k in PARAMETER_KEYS if k in extra}}
+
+
+def work_difference(baseline: dict, candidate: dict, base_payload: dict, cand_payload: dict) -> str | None:
+    """None when two benchmarks timed the same work; else the first differing parameter, as `name=base (candidate
+    value)`."""
+    base, cand = work_parameters(baseline, base_payload), work_parameters(candidate, cand_payload)
+    for name in [*base, *(k for k in cand if k not in base)]:
+        if base.get(name) != cand.get(name):
+            return f"{name}={base.get(name)!r} (candidate {cand.get(name)!r})"
+    return None
+
+
+def not_comparable(name: str, baseline: list[float], candidate: list[float], reason: str) -> Comparison:
+    base_median, cand_median = statistics.median(baseline), statistics.median(candidate)
+    return Comparison(name, base_median, cand_median, cand_median / base_median, "-", None, False, "not comparable",
+                      reason)  # fmt: skip
 
 
 def render_comparisons(results: list[Comparison], threshold_pct: float):
     """The gate's verdicts as a rich table (computed by compare_files, rendered here)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(
@@ -158,15 +229,15 @@ def render_comparisons(results: list[Comparison], threshold_pct: float):
         title=f"persist compare (threshold {threshold_pct:g}%, medians of per-round epoch times)",
     )
     for r in results:
-        style = {"regression": "bold red", "improvement": "green"}.get(r.verdict)
+        style = {"regression": "bold red", "improvement": "green", "not comparable": "yellow"}.get(r.verdict)
         table.add_row(
-            r.name.split("::")[-1],  # the test id; --json keeps the full name
+            escape(r.name.split("::")[-1]),  # the test id, its [params] not read as markup; --json keeps the full name
             f"{r.baseline_median_s:.4f}",
             f"{r.candidate_median_s:.4f}",
             f"{r.ratio:.3f}",
             r.test,
             "-" if r.p_value is None else f"{r.p_value:.3g}",
-            r.verdict,
+            r.verdict + (f": {escape(r.reason)}" if r.reason else ""),
             style=style,
         )
     return table

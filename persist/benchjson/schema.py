@@ -10,6 +10,43 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import ClassVar
 
+from persist.stats import verdict_of
+
+
+@dataclass(frozen=True)
+class Check:
+    """One ratio check over paired rounds (persist.stats.RatioCheck.as_dict), as every kind's `checks` holds it.
+
+    Files written before the three verdicts have `failed` but no `verdict`: the verdict is then read from the interval
+    and the bounds, by the same rule (persist.stats.verdict_of)."""
+
+    name: str
+    ratio: float
+    ci_low: float
+    ci_high: float
+    pairs: int
+    low_bound: float | None = None
+    high_bound: float | None = None
+    verdict: str | None = None  # pass | fail | inconclusive
+    failed: bool = False
+    half_width: float | None = None  # of the 95% interval
+    tolerance: float | None = None  # the half-width the pairs aimed for
+    stopped: str | None = None  # narrow | cap | max-pairs; None: a fixed number of pairs
+    cap_s: float | None = None
+    spent_s: float | None = None
+    method: str = ""
+
+    def __post_init__(self):
+        if self.verdict is None:
+            object.__setattr__(self, "verdict", verdict_of(self.ci_low, self.ci_high, self.low_bound, self.high_bound))
+        if self.half_width is None:
+            object.__setattr__(self, "half_width", (self.ci_high - self.ci_low) / 2)
+
+
+def read_check(check: dict) -> Check:
+    names = {f.name for f in fields(Check)}
+    return Check(**{k: v for k, v in check.items() if k in names})
+
 
 @dataclass(frozen=True)
 class TrainEpoch:
@@ -24,7 +61,8 @@ class TrainEpoch:
     data_wait_s: float
     compute_s: float
     gpu_idle_s: float
-    wall_s: float | None = None  # median over timed rounds of the epoch's own wall time
+    wall_s: float | None = None  # median over timed rounds of the epoch's own wall time (what the bench times)
+    outside_wall_s: float | None = None  # median per round of the epoch call's time outside wall_s (NVML stop, resolve)
     loads: int | None = None
     steps: int | None = None
     fresh_samples: int = 0
@@ -43,6 +81,8 @@ class TrainEpoch:
     compile_s: float | None = None  # torch.compile's one-off compile, before the first round: in no epoch
     workload: str = "paper"  # paper | imagenet (bench/bench_imagenet.py)
     image_size: int | None = None  # the imagenet workload's S (random-resized crops of S x S)
+    adaptive: bool = False  # --persistency auto: persistency is the cap, uses_per_load what it chose
+    uses_per_load: dict = field(default_factory=dict)
     diverged: bool = False
     diverged_epoch: int | None = None
     train_loss_last: float | None = None
@@ -101,11 +141,27 @@ class VsReference:
 
 @dataclass(frozen=True)
 class ClockOverhead:
+    """The step clock's own cost: `steps` empty step_start/step_end pairs plus resolve(), against a bare epoch."""
+
     kind: ClassVar[str] = "clock_overhead"
     clock: str
     overhead_fraction: float
     max_overhead_fraction: float
     steps: int
+    clock_cost_s: float | None = None  # median per epoch: the empty pairs plus resolve()
+    bare_epoch_s: float | None = None  # median wall time of an epoch with no step clock
+    config: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AutoOverhead:
+    """--persistency auto against K=1 with a loader that keeps up: its mean K, and what it costs."""
+
+    kind: ClassVar[str] = "auto_overhead"
+    mean_k: float
+    overhead_fraction: float
+    max_overhead_fraction: float
     config: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)
 
@@ -116,6 +172,24 @@ class PlantedDelay:
     delay_ms: float
     data_wait_ratio: float
     epoch_model_ratio: float
+    epoch_model: str = "serial"  # serial: loads*(d + load) + compute | overlapped: a load hides its K steps (CUDA)
+    config: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlantedSlowdown:
+    """A pipeline made slower on purpose by `slowdown_fraction` of its own load time, checked as any pipeline is: the
+    verdict it got shows whether the bench can see such a shortfall (fail or inconclusive, never pass)."""
+
+    kind: ClassVar[str] = "planted_slowdown"
+    pipeline: str
+    batch_size: int
+    slowdown_fraction: float
+    sleep_per_load_s: float
+    verdict: str
+    throughput_ratio: float
+    min_ratio: float
     config: dict = field(default_factory=dict)
     checks: list = field(default_factory=list)
 
@@ -144,9 +218,35 @@ class Scaling:
     checks: list = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class WhatIf:
+    """`persist whatif`'s forecast of a K>1 epoch from a K=1 Meter run of the same loop, against a real K>1 epoch."""
+
+    kind: ClassVar[str] = "whatif"
+    loader: str  # async | sync: how the loop's loader works, as the forecast models it
+    persistency: int
+    load_ms: float  # the planted sleep per sample
+    predicted_epoch_s: float  # whatif on the whole K=1 run (median epoch after the first)
+    measured_epoch_s: float  # median K>1 epoch after the first
+    ratio: float  # median over paired rounds of predicted / measured
+    config: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+
+
 KINDS = {cls.kind: cls for cls in (TrainEpoch, ModelOnly, PipelineOnly, VsReference, ClockOverhead, PlantedDelay)}
-KINDS[Scaling.kind] = Scaling
-Info = TrainEpoch | ModelOnly | PipelineOnly | VsReference | ClockOverhead | PlantedDelay | Scaling
+KINDS.update({cls.kind: cls for cls in (Scaling, AutoOverhead, PlantedSlowdown, WhatIf)})
+Info = (
+    TrainEpoch
+    | ModelOnly
+    | PipelineOnly
+    | VsReference
+    | ClockOverhead
+    | AutoOverhead
+    | PlantedDelay
+    | PlantedSlowdown
+    | Scaling
+    | WhatIf
+)
 
 
 def to_extra_info(info: Info) -> dict:
@@ -165,6 +265,11 @@ def read(extra_info: dict) -> Info | None:
 
 def _required(f) -> bool:
     return f.default is MISSING and f.default_factory is MISSING
+
+
+def checks_of(bench: dict) -> list[Check]:
+    """Every ratio check one benchmark carries (any kind may), typed; old files read as above."""
+    return [read_check(c) for c in (bench.get("extra_info") or {}).get("checks") or []]
 
 
 def of_kind(benchmarks: list[dict], cls: type) -> list[tuple[dict, Info]]:

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from persist.benchjson import schema
+from persist.config import persistency_label
 from persist.errors import PersistError
+from persist.forecast import Measured, epoch_s, loader_of_pipeline
 from persist.stats import bound_text
+from persist.tables import table_console
 
 AU_PASS_PCT = 90.0  # MLPerf Storage passes a training run when accelerator utilization (compute / wall) is >= 90%
 
@@ -23,6 +26,7 @@ COLUMNS = (
     "pipeline",
     "m",
     "K",
+    "mean K",
     "epoch s (median)",
     "IQR s",
     "x K=1",
@@ -63,6 +67,9 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "pipeline": info.pipeline,
                 "batch_size": info.batch_size,
                 "persistency": info.persistency,
+                "adaptive": bool(info.adaptive),
+                "k_label": persistency_label(info.persistency, bool(info.adaptive)),
+                "mean_k": info.steps / info.loads if info.loads and info.steps else None,
                 "storage": info.storage,
                 "device": info.device,
                 "clock": info.clock,
@@ -72,6 +79,8 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "loads": info.loads,
                 "steps": info.steps,
                 "compute_s": info.compute_s,
+                "data_wait_s": info.data_wait_s,
+                "loader": loader_of_pipeline(info.pipeline, info.pipeline_options),
                 "fresh_img_per_s": info.fresh_samples / median_s,
                 "data_wait_pct": 100 * info.data_wait_s / median_s,
                 "compute_pct": 100 * info.compute_s / median_s,
@@ -80,8 +89,10 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "diverged_epoch": info.diverged_epoch if info.diverged else None,
             }
         )
-    rows.sort(key=lambda r: (r["workload"], r["pipeline"], r["batch_size"], r["persistency"]))
-    k1 = {(r["workload"], r["pipeline"], r["batch_size"]): r for r in rows if r["persistency"] == 1}
+    rows.sort(key=lambda r: (r["workload"], r["pipeline"], r["batch_size"], r["adaptive"], r["persistency"]))
+    k1 = {
+        (r["workload"], r["pipeline"], r["batch_size"]): r for r in rows if r["persistency"] == 1 and not r["adaptive"]
+    }
     for r in rows:
         base = k1.get((r["workload"], r["pipeline"], r["batch_size"]))
         # how much longer an epoch takes than with K=1: the naive expectation is K
@@ -94,13 +105,23 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
 
 
 def predict_epoch_s(k1: dict, loads: int | None, steps: int | None) -> float | None:
-    """The decomposition's forecast from the K=1 cell alone: every load costs what it cost there (the epoch less
-    its compute, per load), every step what a step cost there. If persistency only shares loading, this explains
-    every K's epoch; the error column shows how far it does."""
-    if not (k1.get("loads") and k1.get("steps") and loads and steps):
+    """The forecast of `persist whatif` (persist/forecast.py) from the K=1 cell alone: each step costs what a step
+    and its share of the loop cost there (the epoch less its data wait, per step); each load stalls for the whole
+    K=1 wait per load with a synchronous loader (preloaded, torchvision with 0 workers), and with a prefetching one
+    (DALI, torchvision workers; the cell's pipeline options say which) only by what the load's production time
+    (inferred as K=1 wait + step) exceeds the K steps it overlaps. The error column shows how far it explains
+    every K's epoch."""
+    if not (k1.get("loads") and k1.get("steps") and loads and steps) or k1.get("data_wait_s") is None:
         return None
-    overhead_per_load_s = (k1["epoch_median_s"] - k1["compute_s"]) / k1["loads"]
-    return loads * overhead_per_load_s + steps * k1["compute_s"] / k1["steps"]
+    measured = Measured(
+        wall_s=k1["epoch_median_s"],
+        data_wait_s=k1["data_wait_s"],
+        compute_s=k1["compute_s"],
+        loads=k1["loads"],
+        steps=k1["steps"],
+        loader=k1.get("loader", "sync"),
+    )
+    return epoch_s(measured, steps / loads) * loads / k1["loads"]  # K = steps / loads: a mean K under auto
 
 
 def scaling_rows(benchmarks: list[dict]) -> list[schema.Scaling]:
@@ -146,7 +167,8 @@ def render(rows: list[dict], title: str) -> Table:
         table.add_row(
             r["pipeline"],
             str(r["batch_size"]),
-            str(r["persistency"]),
+            r["k_label"],
+            "-" if r["mean_k"] is None else f"{r['mean_k']:.2f}",
             f"{r['epoch_median_s']:.3f}",
             f"{r['epoch_iqr_s']:.3f}",
             "-" if r["epoch_vs_k1"] is None else f"{r['epoch_vs_k1']:.2f}",
@@ -165,12 +187,15 @@ def render(rows: list[dict], title: str) -> Table:
 
 
 def check_rows(benchmarks: list[dict]) -> list[dict]:
-    """Every ratio check the bench made (extra_info["checks"]), with the benchmark it belongs to."""
+    """Every ratio check the bench made (extra_info["checks"], read through the schema), with its benchmark."""
     rows = []
     for bench in benchmarks:  # every kind may carry checks: the field is common to all of them
-        for check in bench.get("extra_info", {}).get("checks", []):
-            rows.append({"benchmark": bench.get("name", "?"), **check})
+        for check in schema.checks_of(bench):
+            rows.append({"benchmark": bench.get("name", "?"), **asdict(check)})
     return rows
+
+
+VERDICT_STYLES = {"fail": "bold red", "inconclusive": "yellow", "pass": None}
 
 
 def render_checks(rows: list[dict]) -> Table:
@@ -178,21 +203,28 @@ def render_checks(rows: list[dict]) -> Table:
         "check",
         "ratio (median)",
         "95% interval",
+        "half-width / aim",
         "bound",
         "pairs",
+        "stopped",
         "verdict",
-        title="persist: ratio checks over paired rounds (a check fails only when its whole interval misses the bound)",
+        title="persist: ratio checks over paired rounds (ABBA order; pass: the whole interval meets the bound, fail: "
+        "the whole interval misses it, inconclusive: it straddles it)",
         title_justify="left",
     )
     for r in rows:
+        aim = "" if r.get("tolerance") is None else f" / {r['tolerance']:g}"
+        cap = "" if r.get("cap_s") is None else f" ({r.get('spent_s') or 0:.0f} of {r['cap_s']:g} s)"
         table.add_row(
             r["name"],
             f"{r['ratio']:.3f}",
             f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+            f"{r['half_width']:.3f}{aim}",
             bound_text(r.get("low_bound"), r.get("high_bound")),
             str(r["pairs"]),
-            "FAILED" if r["failed"] else "ok",
-            style="bold red" if r["failed"] else None,
+            f"{r.get('stopped') or 'fixed'}{cap}",
+            r["verdict"],
+            style=VERDICT_STYLES.get(r["verdict"]),
         )
     return table
 
@@ -250,7 +282,7 @@ def title_for(rows: list[dict]) -> str:
 
 def print_summary(benchmarks: list[dict], console: Console | None = None) -> list[dict]:
     rows = summary_rows(benchmarks)
-    console = console or Console()
+    console = console or table_console()
     if rows:
         for workload in sorted({r["workload"] for r in rows}, key=lambda w: w != "paper"):
             part = [r for r in rows if r["workload"] == workload]
@@ -270,6 +302,5 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
 
 
 def print_summary_file(path: Path, console: Console | None = None) -> list[dict]:
-    # piped to a file or another program, rich would wrap at 80 columns; the table is wider than that
-    console = console or Console(width=None if sys.stdout.isatty() else 200)
+    console = console or table_console()  # piped, names stay whole (persist/tables.py)
     return print_summary(load_benchmarks(path)["benchmarks"], console)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from persist.cli.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
 from persist.cli.setup import add_setup_commands
+from persist.cli.whatif import add_whatif_command
 from persist.config import PROFILES, PersistError, budget_fields
 from persist.registries import DATASETS, LR_SCHEDULES, MODELS, PIPELINES
 
@@ -54,12 +55,17 @@ def _train(args: argparse.Namespace) -> int:
     dist = from_environment(config.device, args.collective_timeout_s)  # torchrun: one process per rank
     finished = False
     try:
-        if config.storage == "jpeg":  # the files are written once, by rank 0, before any rank reads them
+        if config.storage == "jpeg" and config.storage_dir is None:  # written once, by rank 0, before any rank reads
             from persist.cli.progress import CountProgress
             from persist.data.datasets import prepare_storage
 
             with CountProgress("writing the dataset as JPEG files", quiet=args.quiet or not dist.is_main) as bar:
-                dist.on_main(lambda: prepare_storage(config, bar))
+                folder, written = dist.on_main(lambda: prepare_storage(config, bar))
+            if written and dist.is_main:
+                print(
+                    f"persist train: wrote the dataset as JPEG files to {folder} (reused by later runs)",
+                    file=sys.stderr,
+                )
             dist.barrier()
         with EpochProgress(config, quiet=args.quiet or not dist.is_main) as progress:
             train_run(
@@ -86,26 +92,30 @@ def _summary(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
-
     from persist.benchjson.compare import compare_files, render_comparisons
+    from persist.tables import table_console
 
     results = compare_files(args.baseline, args.candidate, threshold=args.threshold / 100, force=args.force)
     regressions = [r for r in results if r.verdict == "regression"]
+    unlike = sum(r.verdict == "not comparable" for r in results)  # never counted as regressions
     if args.json:
         print(
             json.dumps(
                 {
                     "threshold_pct": args.threshold,
                     "regressions": len(regressions),
+                    "not_comparable": unlike,
                     "results": [r.as_dict() for r in results],
                 },
                 indent=2,
             )
         )
     else:
-        Console().print(render_comparisons(results, args.threshold))
-        print(f"{len(regressions)} regression(s) in {len(results)} benchmark(s)")
+        table_console().print(render_comparisons(results, args.threshold))  # piped, names stay whole
+        print(
+            f"{len(regressions)} regression(s) in {len(results)} benchmark(s)"
+            + (f"; {unlike} not comparable (different run configs), not counted" if unlike else "")
+        )
     return 1 if regressions else 0
 
 
@@ -129,6 +139,9 @@ def _sweep(args: argparse.Namespace) -> int:
         schedules=args.schedules,
         reuses=args.reuses,
         augment=args.augment,
+        delay_ms=args.delay_ms,
+        storage=args.storage or ("jpeg" if args.storage_dir else None),
+        storage_dir=args.storage_dir,
         seeds=range(args.seeds) if args.seeds else None,
         timing_epochs=args.timing_epochs,
         full=args.full,
@@ -154,6 +167,7 @@ def _report(args: argparse.Namespace) -> int:
         raise PersistError(f"target={args.target} is not allowed: use an accuracy in (0, 1]")
     folders = [p for p in args.runs if p.is_dir() and (p / "manifest.json").exists()]
     others = [p for p in args.runs if p not in folders and p.resolve() != args.out.resolve()]
+    others = [p for p in others if p.name != ".persist.lock"]  # a killed sweep's stale lock, among SWEEP/*
     if others:
         raise PersistError(f"{others[0]} is not a persist run folder (no manifest.json)")
     if not folders:
@@ -163,8 +177,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("persist")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="persist", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"persist {version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _add_train(commands)
     s = commands.add_parser("summary", help="the bench summary table from a saved --benchmark-json file")
@@ -182,7 +206,11 @@ def build_parser() -> Parser:
     w.add_argument("--out", type=Path, required=True)
     w.add_argument("--pipelines", type=words_arg, help=f"comma-separated, of: {PIPELINES.choices()}")
     w.add_argument("--batch-sizes", type=ints_arg, help="comma-separated m values")
-    w.add_argument("--persistencies", type=ints_arg, help="comma-separated K values (include 1: the baseline)")
+    w.add_argument(
+        "--persistencies",
+        type=words_arg,
+        help="comma-separated K values (include 1: the baseline), auto or auto:N for adaptive persistency",
+    )
     w.add_argument("--schedules", type=words_arg, help=f"comma-separated, of: {LR_SCHEDULES.choices()}")
     w.add_argument("--reuses", type=words_arg, help="comma-separated: same,reaugment (reaugment needs --augment)")
     w.add_argument("--augment", help="none (the presets') | crop-flip")
@@ -199,10 +227,13 @@ def build_parser() -> Parser:
         type=int,
         help="epochs per cell on every pipeline but the first, which alone trains the convergence curves (default 2)",
     )
+    w.add_argument("--delay-ms", type=float, help="a planted host delay per load in every run (slow storage)")
     w.add_argument("--full", action="store_true", help="train every pipeline's cells in full (no composition)")
     w.add_argument("--dataset", help=DATASETS.choices())
     w.add_argument("--model", help=f"{MODELS.choices()} (default: the preset's, paper-alexnet)")
     w.add_argument("--data-root")
+    w.add_argument("--storage", help="raw (the presets') | jpeg: every run reads the dataset as JPEG files")
+    w.add_argument("--storage-dir", help="read a folder that persist prepare --out wrote (implies --storage jpeg)")
     w.add_argument("--device")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(handler=_sweep)
@@ -212,6 +243,7 @@ def build_parser() -> Parser:
     r.add_argument("--target", type=float, help="test accuracy to time (default: the best every run reached)")
     r.set_defaults(handler=_report)
     add_setup_commands(commands)
+    add_whatif_command(commands)
     return parser
 
 
@@ -221,7 +253,12 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # a bare `persist`: what it can do, not just "a command is required"
+        parser.print_help()
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     speaks = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 prints errors: one line, not N
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields, parse_budget
+from persist.config import (
+    AUTO_CAP,
+    PROFILES,
+    ConfigError,
+    PersistError,
+    RunConfig,
+    budget_fields,
+    parse_budget,
+    parse_persistency,
+)
 from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
 
 
@@ -21,6 +30,13 @@ def words_arg(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def persistency_arg(text: str) -> dict:
+    try:
+        return parse_persistency(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 def budget_arg(text: str) -> dict:
     try:
         return parse_budget(text)
@@ -30,27 +46,32 @@ def budget_arg(text: str) -> dict:
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
-    g.add_argument("--dataset", help=f"{DATASETS.choices()} (default synthetic, offline)")
+    g.add_argument("--dataset", help=f"{DATASETS.described()}")
     g.add_argument(
         "--data-root",
         help="folder holding cifar-10-batches-py (default ./data); with --dataset imagefolder, the folder holding "
         "train/<class>/ and val/<class>/",
     )
     g.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 if missing (needs network)")
-    g.add_argument("--pipeline", help=f"{PIPELINES.choices()} (default preloaded)")
+    g.add_argument("--pipeline", help=f"{PIPELINES.described()}; default preloaded")
     g.add_argument(
         "--model",
-        help=f"{MODELS.choices()} (default paper-alexnet; torchvision models get random weights and the dataset's "
-        "class count; a plug-in is factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module)",
+        help=f"{MODELS.described()}. torchvision models get random weights and the dataset's class count; a "
+        "plug-in is factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module",
     )
     g.add_argument("--batch-size", "-m", type=int, help="minibatch size m (default 256)")
-    g.add_argument("--persistency", "-K", type=int, help="SGD steps per loaded minibatch K (default 1)")
+    g.add_argument(
+        "--persistency",
+        "-K",
+        type=persistency_arg,
+        help="SGD steps per loaded minibatch K (default 1), or auto / auto:N: step again on the batch in hand only "
+        f"while the next one is late, at most N times (default {AUTO_CAP})",
+    )
     g.add_argument("--lr", type=float, help="learning rate mu (default 0.001)")
     g.add_argument("--momentum", type=float, help="momentum gamma (default 0.5)")
     g.add_argument(
         "--lr-schedule",
-        help=f"{LR_SCHEDULES.choices()} (default constant; linear: k*mu on the k-th use of a batch; a plug-in is "
-        "function(mu, k) -> lr)",
+        help=f"{LR_SCHEDULES.described()}; default constant; a plug-in is function(mu, k) -> lr",
     )
     g.add_argument("--epochs", type=int, help="passes over the distinct training data (default 1)")
     g.add_argument(
@@ -66,13 +87,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--loss-reduction", help="sum (paper) | mean")
     g.add_argument(
         "--normalization",
-        help=f"input scale: {NORMALIZATIONS.choices()} (default unit [0, 1]; symmetric [-1, 1]; standardize: per "
-        "channel)",
+        help=f"input scale: {NORMALIZATIONS.described()}",
     )
     g.add_argument(
         "--storage", help="raw (default): arrays in memory | jpeg: files under --data-root, decoded per load"
     )
     g.add_argument("--jpeg-quality", type=int, help="quality of --storage jpeg's files, 1..100 (default 90)")
+    g.add_argument(
+        "--storage-dir",
+        help="read a folder that persist prepare --out wrote (implies --storage jpeg; default: one under --data-root)",
+    )
     g.add_argument("--augment", help="none (default, the paper's) | crop-flip: pad 4, random 32x32 crop, flip")
     g.add_argument(
         "--reuse", help="same (default): the loaded batch K times | reaugment: a fresh crop-flip for each of the K uses"
@@ -140,7 +164,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         given = getattr(args, f.name, None)
         if given is not None:
             values[f.name] = given
+    values.update(getattr(args, "persistency", None) or {})  # K, or auto with its cap
     if values.get("model", "paper-alexnet") != "paper-alexnet" and args.width is None:
         values.pop("width", None)  # a profile's width is paper-alexnet's; another model has none
     values.update(budget_fields(args.budget, args.epochs))
+    if values.get("storage_dir") is not None:
+        values.setdefault("storage", "jpeg")  # --storage-dir is encoded storage; an explicit --storage raw is refused
     return RunConfig(**values)

@@ -40,6 +40,12 @@ def add_setup_commands(commands) -> None:
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(handler=_prepare)
+    v = commands.add_parser(
+        "verify",
+        help="the full check of a prepared folder: every file's SHA-256 against index.json (runs check sizes only)",
+    )
+    v.add_argument("folder", type=Path, help="a folder that persist prepare wrote")
+    v.set_defaults(handler=_verify)
     b = commands.add_parser(
         "stability", help="train every paper cell for N steps: does the regime stay finite with a falling loss?"
     )
@@ -116,6 +122,17 @@ def _prepare_folder(args: argparse.Namespace) -> int:
         f"{state} {folder}: {spec.train_images} training and {spec.val_images} validation JPEGs in {spec.classes} "
         f"classes, longer side {spec.min_size}-{spec.max_size} px, {mean_file_bytes(folder) / 1000:.0f} KB each on "
         "average; train with --dataset imagefolder --data-root " + str(folder)
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from persist.data.integrity import verify
+
+    index = verify(args.folder, full=True)
+    files = len(index["train"]) + len(index["test"])
+    print(
+        f"{args.folder}: intact, {files} files match index.json (size and SHA-256); index {index['index_sha256'][:16]}"
     )
     return 0
 

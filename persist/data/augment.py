@@ -9,7 +9,9 @@ reaugment` the pipeline hands over the plain batch and the trainer draws a fresh
 the device (example echoing before augmentation, in Choi et al.'s terms); its use 1 is the `same` batch.
 
 Cropping and flipping only move pixels, so every implementation gives bit-identical batches. The padding is pixel 0,
-which after normalization is `normalize(0)` per channel: `crop_flip` takes the fill value for the tensor it is given.
+which after normalization is `normalize(0)` per channel: `crop_flip` takes the fill value for the tensor it is given,
+as a Python scalar or as a tensor already on the device, never building one from the host on each call (a
+host-to-device copy from pageable memory makes the host wait for every queued kernel).
 """
 
 from __future__ import annotations
@@ -56,11 +58,15 @@ def crop_flip_params(
 
 
 def crop_flip(images: torch.Tensor, params: CropFlip, fill: torch.Tensor | float = 0) -> torch.Tensor:
-    """Pad (N, C, H, W) images by PAD with `fill` (a scalar, or one value per channel), crop each back to H x W at its
-    corner, and flip the chosen ones horizontally: one gather, on whatever device the images are."""
+    """Pad (N, C, H, W) images by PAD with `fill` (a Python scalar, or a tensor of one value per channel already on
+    the images' device), crop each back to H x W at its corner, and flip the chosen ones horizontally: one gather, on
+    whatever device the images are."""
     n, c, h, w = images.shape
-    fill = torch.as_tensor(fill, dtype=images.dtype, device=images.device).reshape(-1, 1, 1)
-    padded = fill.expand(c, h + 2 * PAD, w + 2 * PAD).repeat(n, 1, 1, 1)
+    padded_shape = (n, c, h + 2 * PAD, w + 2 * PAD)
+    if isinstance(fill, torch.Tensor):  # the caller built it once, on the device (the trainer's pad_fill)
+        padded = fill.to(images.device, images.dtype).reshape(1, -1, 1, 1).expand(padded_shape).contiguous()
+    else:  # a scalar is a kernel argument: torch.as_tensor(fill, device=cuda) here would be a blocking copy
+        padded = images.new_full(padded_shape, fill)
     padded[:, :, PAD : PAD + h, PAD : PAD + w] = images
     params = params.to(images.device)
     rows = params.top[:, None] + torch.arange(h, device=images.device)  # (N, H)

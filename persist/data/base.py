@@ -60,6 +60,8 @@ class ImageData:
     image_size: int | None = None
     train_sizes: tuple[tuple[int, int], ...] = ()
     skipped_files: tuple[str, ...] = ()  # --skip-bad-files: files that could not be decoded, left out
+    storage_folder: str | None = None  # with encoded storage: the folder read (absolute), recorded in the manifest
+    storage_index_sha256: str | None = None  # and the hash of its index.json (persist/data/integrity.py)
 
     def __post_init__(self) -> None:
         pairs = [(self.test_x, self.test_y)]

@@ -10,6 +10,7 @@ is scikit-learn's 8x8 handwritten digits (real images that ship inside the packa
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,13 +37,35 @@ def load_dataset(config: RunConfig, on_progress=None) -> ImageData:
     """The dataset named by `config`, cut to `train_size`/`test_size` (the first samples of each split). With
     `storage="jpeg"` it is written as JPEG files under the data root on first use (`on_progress(done, total)` follows
     the writing) and read back from them."""
+    if config.storage_dir is not None:  # a prepared folder: its index names the data, no raw dataset is needed
+        from persist.data.storage import load_encoded
+
+        return check_stored(load_encoded(Path(config.storage_dir)), config).normalized(config.normalization)
     data = raw_dataset(config)
     if config.storage == "jpeg":
         from persist.data.storage import load_encoded, prepare_default
 
-        folder, _ = prepare_default(data, config.data_root, config.jpeg_quality, on_progress)
+        folder, written = prepare_default(data, config.data_root, config.jpeg_quality, on_progress)
+        if written:  # say where the default folder went: it can be large, and is reused by later runs
+            print(f"persist: wrote {data.name} as JPEG files to {folder} (reused by later runs)", file=sys.stderr)
         data = load_encoded(folder)
     return data.normalized(config.normalization)
+
+
+def check_stored(data: ImageData, config: RunConfig) -> ImageData:
+    """A --storage-dir folder must hold what the run asks for: its dataset, its sizes (when given) and quality."""
+    wanted = {"dataset": config.dataset, "train_size": config.train_size, "test_size": config.test_size}
+    found = {"dataset": data.name, "train_size": len(data.train_y), "test_size": len(data.test_y)}
+    found_quality = int(data.storage.removeprefix("jpeg q"))
+    for name, value in [*wanted.items(), ("jpeg_quality", config.jpeg_quality)]:
+        held = found_quality if name == "jpeg_quality" else found[name]
+        if value is not None and value != held:
+            raise DataError(
+                f"--storage-dir {config.storage_dir} holds {data.name}, {found['train_size']} + {found['test_size']} "
+                f"images at JPEG q{found_quality}, not {name}={value!r}: pass --{name.replace('_', '-')} {held}, "
+                "or prepare a folder for this run with persist prepare --out"
+            )
+    return data
 
 
 def raw_dataset(config: RunConfig) -> ImageData:

@@ -4,10 +4,16 @@ On CUDA every step records two events (start of forward, end of optimizer step) 
 waits for them; `resolve()` synchronizes once, at the end of the epoch, and reads all the intervals. compute_s is the
 sum of the step intervals, gpu_idle_s the sum of the gaps between one step's end and the next one's start.
 On the CPU the work is synchronous, so the host clock at the same two points gives the same two sums.
+
+gpu_idle_s is "not in a training step", not "no kernel running": on CUDA the gaps also hold whatever the stream runs
+between steps, such as the preloaded pipeline's gather and normalize kernels (and its crop-flip), and the
+host-to-device copies queued between steps (torchvision's batches, the crop parameters). A gap is device idle time
+plus the loading work on the training stream; NVML's utilization counts the second as busy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,14 +83,18 @@ class HostClock:
 class CudaEventClock:
     name = "cuda_events"
 
-    def __init__(self):
+    def __init__(self, device: torch.device | None = None):
+        self.device = device  # None: the current device
         self.pool: list[torch.cuda.Event] = []
         self.used = 0
 
     def begin_epoch(self, steps: int) -> None:
-        # Events are made before the epoch starts, so the timed loop only records them.
-        while len(self.pool) < 2 * steps:
-            self.pool.append(torch.cuda.Event(enable_timing=True))
+        # Events are made before the epoch starts, so the timed loop only records them. torch.cuda.Event creates its
+        # CUDA event lazily, on its first record(): each new one is recorded once here, on the run's device.
+        with torch.cuda.device(self.device) if self.device is not None else contextlib.nullcontext():
+            while len(self.pool) < 2 * steps:
+                self.pool.append(torch.cuda.Event(enable_timing=True))
+                self.pool[-1].record()
         self.used, self.breaks = 0, set()
 
     def _record(self) -> None:
@@ -125,7 +135,7 @@ class NullClock:
 
 
 def make_clock(device: torch.device) -> StepClock:
-    return CudaEventClock() if device.type == "cuda" else HostClock()
+    return CudaEventClock(device) if device.type == "cuda" else HostClock()
 
 
 def make_sync(device: torch.device) -> Callable[[], None]:

@@ -4,7 +4,9 @@ Utilization comes from the driver's own sample buffer (nvmlDeviceGetSamples) rea
 polling of nvmlDeviceGetUtilizationRates as the fallback. The driver averages utilization over windows of 1/6 s to
 1 s, so an epoch shorter than that has few meaningful utilization samples: every figure carries its sample count.
 Memory (peak), power (mean), SM clock (mean) and PCIe rx/tx (mean) are polled; energy is the difference of the
-board's total-energy counter. With no NVML or no GPU the summary says why, and nothing fails.
+board's total-energy counter. PCIe throughput is read rarely (every `pcie_every` polls, about once a second; or never):
+each of its two queries samples the bus for 20 ms, and the sampler's thread must stay out of the epoch's way. With no
+NVML or no GPU the summary says why, and nothing fails.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+import warnings
 from typing import Protocol
 
 import torch
@@ -50,19 +53,35 @@ class UnavailableSampler:
         pass
 
 
-def open_sampler(device: torch.device, interval_s: float = 0.05) -> Sampler:
+PCIE_EVERY = 20  # polls per PCIe reading: once a second at the default 50 ms
+
+
+def import_pynvml():
+    """(pynvml or None, the warnings its import raised). nvidia-ml-py provides the module; the legacy `pynvml`
+    package wraps it and warns with a FutureWarning on import. Such a warning is recorded, not raised: it says
+    which package is installed, and it must not fail a run or a test suite that turns warnings into errors."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            import pynvml
+        except ImportError:
+            pynvml = None
+    return pynvml, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+def open_sampler(device: torch.device, interval_s: float = 0.05, pcie_every: int = PCIE_EVERY) -> Sampler:
     if device.type != "cuda":
         return UnavailableSampler(f"no GPU sampling: the run is on {device.type}")
-    try:
-        import pynvml
-    except ImportError:
+    pynvml, import_warnings = import_pynvml()
+    noted = f" (import warned: {'; '.join(import_warnings)})" if import_warnings else ""
+    if pynvml is None:
         return UnavailableSampler("no GPU sampling: nvidia-ml-py is not installed (pip install nvidia-ml-py)")
     try:
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByUUID(_uuid(device))
     except Exception as error:  # NVMLError subclasses, or a torch build that cannot name the UUID
-        return UnavailableSampler(f"no GPU sampling: NVML failed: {error}")
-    return NvmlSampler(pynvml, handle, interval_s)
+        return UnavailableSampler(f"no GPU sampling: NVML failed: {error}{noted}")
+    return NvmlSampler(pynvml, handle, interval_s, import_warnings=import_warnings, pcie_every=pcie_every)
 
 
 def _uuid(device: torch.device) -> str:
@@ -72,10 +91,21 @@ def _uuid(device: torch.device) -> str:
 
 
 class NvmlSampler:
-    """Polls every `interval_s` between start() and stop(); stop() always joins the thread."""
+    """Polls every `interval_s` between start() and stop(), PCIe throughput only every `pcie_every` polls (0: never);
+    stop() always joins the thread."""
 
-    def __init__(self, nvml, handle, interval_s: float = 0.05, now=time.time):
+    def __init__(
+        self,
+        nvml,
+        handle,
+        interval_s: float = 0.05,
+        now=time.time,
+        import_warnings: list[str] = (),
+        pcie_every: int = PCIE_EVERY,
+    ):
         self.nvml, self.handle, self.interval_s, self.now = nvml, handle, interval_s, now
+        self.import_warnings = list(import_warnings)
+        self.pcie_every, self.polls = pcie_every, 0
         self._polls = {
             "util_pct": lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu,
             "mem_used_bytes": lambda: nvml.nvmlDeviceGetMemoryInfo(handle).used,
@@ -90,6 +120,7 @@ class NvmlSampler:
     def start(self) -> None:
         self.values: dict[str, list[float]] = {name: [] for name in self._polls}
         self.unsupported: set[str] = set()
+        self.polls = 0
         self.start_time_us = int(self.now() * 1e6)
         self.energy_start_mj = self._try(lambda: self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
         self._stop.clear()
@@ -103,7 +134,11 @@ class NvmlSampler:
                 return
 
     def poll_once(self) -> None:
+        pcie = self.pcie_every > 0 and self.polls % self.pcie_every == 0  # the first poll, then rarely
+        self.polls += 1
         for name, read in self._polls.items():
+            if name.startswith("pcie_") and not pcie:
+                continue
             if name not in self.unsupported:
                 value = self._try(read)
                 if value is None:
@@ -142,7 +177,10 @@ class NvmlSampler:
             if self.energy_start_mj is None or energy_end_mj is None
             else (energy_end_mj - self.energy_start_mj) / 1000
         )
+        summary["pcie_every_polls"] = self.pcie_every
         summary["unsupported"] = sorted(self.unsupported)
+        if self.import_warnings:
+            summary["import_warnings"] = self.import_warnings
         return summary
 
     def _driver_util_samples(self) -> list[float]:

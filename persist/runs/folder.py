@@ -6,7 +6,9 @@ most the epoch in progress; see records.py for how resume heals a kill between t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import platform
 import sys
 from collections.abc import Callable
@@ -16,8 +18,9 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
-from persist.measure.machine import device_name, versions
+from persist.measure.machine import device_name, math_settings, versions
 from persist.registries import plugins
+from persist.runs.lock import RunLock
 from persist.runs.records import (
     CHECKPOINT,
     EpochRecord,
@@ -27,6 +30,7 @@ from persist.runs.records import (
     keep_evals_through,
     prepare_run_dir,
     read_manifest,
+    temporary_of,
     write_atomic,
     write_json_atomic,
 )
@@ -39,7 +43,8 @@ def _now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
+def write_manifest(out: Path, trainer: Trainer, status: str, writer: dict | None = None) -> None:
+    """`writer`: the process holding the folder's lock (runs/lock.py), and the stale lock it took over, if any."""
     previous = read_manifest(out) or {}
     write_json_atomic(
         out / "manifest.json",
@@ -49,9 +54,15 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "device": device_name(trainer.device),
             "clock": trainer.clock.name,
             "determinism": trainer.determinism,
+            "math": math_settings(),  # TF32, cudnn.benchmark: as set when the manifest is written
             "pipeline": trainer.pipeline.describe(),
             "compute": trainer.describe_compute(),  # precision, channels-last, compile and its compile_s
             **_image_folder(trainer),
+            "storage": {  # which folder the encoded data came from, and the hash of the index that was checked
+                "kind": trainer.data.storage,
+                "folder": trainer.data.storage_folder,
+                "index_sha256": trainer.data.storage_index_sha256,
+            },
             "model_parameters": parameter_count(trainer.model),
             "plugins": plugins(trainer.config.as_dict()),
             "counts_per_epoch": trainer.counts,
@@ -60,6 +71,7 @@ def write_manifest(out: Path, trainer: Trainer, status: str) -> None:
             "created_utc": previous.get("created_utc", _now_utc()),
             "updated_utc": _now_utc(),
             "status": status,
+            "writer": writer or previous.get("writer"),
         },
     )
 
@@ -74,8 +86,9 @@ def _image_folder(trainer: Trainer) -> dict:
 
 
 def save_state_atomic(state: dict, path: Path) -> None:
-    """torch.save, atomically (records.write_atomic)."""
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    """torch.save, atomically and flushed to disk (records.write_atomic). A temporary file that an earlier kill left
+    behind is overwritten, and nothing ever reads one: resuming reads `path` only."""
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def save_checkpoint(out: Path, trainer: Trainer, record: EpochRecord) -> None:
@@ -88,7 +101,8 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
     path = out / CHECKPOINT
     if not path.exists():
         raise RunDirError(f"{out} has {len(records)} finished epoch(s) but no {CHECKPOINT}: cannot resume")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
+    temporary_of(path).unlink(missing_ok=True)  # a kill inside save_state_atomic: the checkpoint before it stands
     if state["epoch"] == len(records) + 1:  # killed after the checkpoint, before the record line
         records = [*records, EpochRecord(**state["record"])]
         append_record(out, records[-1])
@@ -98,14 +112,45 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
 
 
 def load_checkpoint(out: Path, trainer: Trainer) -> None:
-    trainer.load_state_dict(torch.load(out / CHECKPOINT, map_location=trainer.device, weights_only=True))
+    trainer.load_state_dict(read_checkpoint(out / CHECKPOINT, trainer.device))
 
 
-def _open_folder(out: Path, config: RunConfig, resume: bool) -> list[EpochRecord]:
-    out.mkdir(parents=True, exist_ok=True)
-    records = prepare_run_dir(out, config, resume)  # refuse a foreign folder before any expensive set-up
-    if records or (resume and (out / CHECKPOINT).exists()):
-        records = heal(out, records)
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """The checkpoint's state, or one line saying it is damaged (a truncated copy, a full disk)."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise RunDirError(
+            f"{path} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
+            "cannot resume from it; start the run again in another --out"
+        ) from error
+
+
+def make_folder(out: Path) -> None:
+    """Create the run folder, or say in one line why it cannot be one."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is an existing file, not a folder: choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunDirError(f"--out {out} cannot be written ({error.strerror or error}): choose another --out") from None
+
+
+def _open_folder(out: Path, config: RunConfig, resume: bool, lock: RunLock) -> list[EpochRecord]:
+    make_folder(out)
+    lock.acquire()  # one writer per folder, from here to the end of the run
+    try:
+        records = prepare_run_dir(out, config, resume)  # refuse a foreign folder before any expensive set-up
+        if records or (resume and (out / CHECKPOINT).exists()):
+            records = heal(out, records)
+        if len(records) > config.epochs:  # resuming with fewer epochs than are finished would contradict the records
+            raise RunDirError(
+                f"{out} holds {len(records)} finished epochs, more than --epochs {config.epochs}: pass --epochs "
+                f"{len(records)} or more to continue it, or choose another --out"
+            )
+    except BaseException:
+        lock.release()
+        raise
     return records
 
 
@@ -124,9 +169,16 @@ def train_run(
     With several ranks every rank calls this; rank 0 alone reads and writes the folder."""
     out, dist = Path(out), dist or DistContext()
     dist.check_same_config(config)
-    records = dist.on_main(lambda: _open_folder(out, config, resume))
-    trainer = trainer or Trainer(config, dist=dist)
-    main = dist.is_main
+    lock = RunLock(out)  # under torchrun rank 0 alone takes it: it alone writes the folder
+    records = dist.on_main(lambda: _open_folder(out, config, resume, lock))
+    try:
+        return _train(config, out, records, trainer or Trainer(config, dist=dist), dist, lock, on_epoch, on_load)
+    finally:
+        lock.release()
+
+
+def _train(config, out, records, trainer, dist, lock, on_epoch, on_load) -> list[EpochRecord]:
+    main, writer = dist.is_main, lock.describe()
 
     def write_eval(row: EvalRecord) -> None:
         if main:
@@ -137,7 +189,7 @@ def train_run(
             load_checkpoint(out, trainer)  # every rank: the folder must be shared (one node, or a shared disk)
             trainer.resume_from(records)
         if main:
-            write_manifest(out, trainer, "running")
+            write_manifest(out, trainer, "running", writer)
             # an interrupted epoch's evaluations go (it runs again); with no finished epoch, the origin goes too
             keep_evals_through(out, len(records) if records else -1)
         if not records:  # the same decision on every rank
@@ -154,12 +206,14 @@ def train_run(
             if on_epoch is not None and main:
                 on_epoch(record)
         if main:
-            write_manifest(out, trainer, "finished" + (" (budget spent)" if trainer.budget_met() else ""))
+            write_manifest(out, trainer, "finished" + (" (budget spent)" if trainer.budget_met() else ""), writer)
         return records
     except BaseException as error:
         if main:
             state = "diverged" if isinstance(error, DivergedError) else "stopped"
-            write_manifest(out, trainer, f"{state} in epoch {len(records) + 1}: {type(error).__name__}: {error}")
+            # if the folder cannot take the note (a full disk, say), the error itself is what the user needs
+            with contextlib.suppress(OSError):
+                write_manifest(out, trainer, f"{state} in epoch {len(records) + 1}: {type(error).__name__}: {error}")
         raise
     finally:
         trainer.close()

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from persist.config import LEGACY_VALUES, PersistError, RunConfig, from_dict
 
@@ -32,7 +32,7 @@ class EpochRecord:
     wall_s: float  # host clock, epoch start to end, device synchronized at both ends (training only)
     data_wait_s: float  # host time blocked fetching the next batch
     compute_s: float  # sum over steps, forward start -> optimizer step end (clock below)
-    gpu_idle_s: float  # sum of gaps between consecutive steps (clock below)
+    gpu_idle_s: float  # sum of gaps between consecutive steps (clock below); on CUDA includes loading kernels/copies
     eval_s: float  # test-set evaluation, timed apart from training
     loads: int
     steps: int
@@ -46,6 +46,7 @@ class EpochRecord:
     nvml: dict = field(default_factory=dict)
     dist: dict = field(default_factory=dict)  # several ranks: world size, backend, per-rank max/mean, all-reduce
     budget_met: bool = False  # training stopped inside this epoch because the run's budget was spent
+    uses_per_load: dict = field(default_factory=dict)  # --persistency auto: {"k": loads that got k uses}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,16 +74,24 @@ class RunDirError(PersistError):
     """The output folder cannot take this run."""
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """`write` fills a temporary file, then it replaces `path`: a kill leaves the old file or the new one, never half
-    of one. Every file persist rewrites (manifest, checkpoint, a stability cell's progress) goes through here."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
+def temporary_of(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write` fills a temporary file, flushed to disk, which then replaces `path`: a kill (or a power cut) leaves
+    the old file or the new one, never half of one. A stale temporary from a kill is overwritten ("wb"). Every file
+    persist rewrites (manifest, checkpoint, a stability cell's progress) goes through here."""
+    tmp = temporary_of(path)
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
     os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n"))
+    write_atomic(path, lambda f: f.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def read_manifest(out: Path) -> dict | None:

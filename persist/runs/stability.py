@@ -27,7 +27,7 @@ from persist.config import RunConfig
 from persist.data import ImageData, load_dataset
 from persist.errors import PersistError
 from persist.measure import NullClock
-from persist.runs.folder import save_state_atomic
+from persist.runs.folder import save_state_atomic, temporary_of
 from persist.training.trainer import Trainer
 
 MIN_WINDOW = 10  # steps averaged at each end to decide whether the loss fell, at the least
@@ -248,6 +248,7 @@ def run_stability(
         with open(out / ROWS, "a") as f:
             f.write(json.dumps(row) + "\n")
         progress_file(out, key).unlink(missing_ok=True)  # the row holds all of it now
+        temporary_of(progress_file(out, key)).unlink(missing_ok=True)  # and a kill's leftover, if any
         rows.append(row)
         if on_cell is not None:
             on_cell(row)

@@ -18,9 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from persist.config import UNCAPPED_EPOCHS, ConfigError, PersistError, RunConfig, with_profile
+from persist.config import (
+    UNCAPPED_EPOCHS,
+    ConfigError,
+    PersistError,
+    RunConfig,
+    parse_persistency,
+    persistency_label,
+    with_profile,
+)
 from persist.data import load_dataset
-from persist.runs.folder import train_run
+from persist.runs.folder import make_folder, train_run
+from persist.runs.lock import RunLock
 from persist.runs.records import EpochRecord, read_manifest, read_records
 from persist.training.trainer import DivergedError, Trainer
 
@@ -30,7 +39,7 @@ class SweepGrid:
     base: RunConfig
     pipelines: tuple[str, ...]
     batch_sizes: tuple[int, ...]
-    persistencies: tuple[int, ...]
+    persistencies: tuple[int | str, ...]  # K, or "auto" / "auto:N" (adaptive persistency, never composed)
     schedules: tuple[str, ...]
     seeds: tuple[int, ...]
     reuses: tuple[str, ...] = ("same",)  # reaugment needs the base's augment to be crop-flip
@@ -40,7 +49,8 @@ class SweepGrid:
         """A cell that runs in full on every pipeline, to check the composed speedup against a measured one."""
         return (
             config.seed == self.seeds[0]
-            and config.persistency in (1, max(self.persistencies))
+            and not config.adaptive
+            and config.persistency in (1, max(self.fixed_persistencies()))
             and config.lr_schedule in ("constant", self.schedules[0])
             and config.reuse in ("same", self.reuses[0])
         )
@@ -50,22 +60,28 @@ class SweepGrid:
         pipeline's run of the same cell)."""
         if self.timing_epochs is None or config.pipeline == self.pipelines[0] or self.is_check(config):
             return config
+        if config.adaptive:  # its K depends on timing: its convergence cannot come from another pipeline
+            return config
         return replace(config, epochs=min(self.timing_epochs, config.epochs), budget_s=None, budget_sample_steps=None)
+
+    def fixed_persistencies(self) -> list[int]:
+        return [k["persistency"] for k in map(parse_persistency, self.persistencies) if not k["adaptive"]] or [1]
 
     def configs(self) -> list[RunConfig]:
         cells = []
-        for pipeline, m, k, schedule, reuse, seed in itertools.product(
+        for pipeline, m, k_text, schedule, reuse, seed in itertools.product(
             self.pipelines, self.batch_sizes, self.persistencies, self.schedules, self.reuses, self.seeds
         ):
-            if k == 1 and (schedule != self.schedules[0] or reuse != self.reuses[0]):
+            k = parse_persistency(k_text)
+            if k["persistency"] == 1 and (schedule != self.schedules[0] or reuse != self.reuses[0]):
                 continue  # K=1 is the same run under every schedule and reuse variant
             config = replace(
                 self.base,
                 pipeline=pipeline,
                 batch_size=m,
-                persistency=k,
-                lr_schedule=schedule if k > 1 else "constant",
-                reuse=reuse if k > 1 else "same",
+                **k,
+                lr_schedule=schedule if k["persistency"] > 1 else "constant",
+                reuse=reuse if k["persistency"] > 1 else "same",
                 seed=seed,
             )
             cells.append(self.timed_only(config))
@@ -109,7 +125,14 @@ PRESETS = {
 
 def run_name(config: RunConfig) -> str:
     reuse = "" if config.reuse == "same" else f"-{config.reuse}"
-    return f"{config.pipeline}-m{config.batch_size}-K{config.persistency}-{config.lr_schedule}{reuse}-s{config.seed}"
+    k = persistency_label(config.persistency, config.adaptive).replace(":", "")
+    return f"{config.pipeline}-m{config.batch_size}-K{k}-{config.lr_schedule}{reuse}-s{config.seed}"
+
+
+def _data_key(config: RunConfig) -> tuple:
+    """What decides the data a cell trains on: cells that share it share one loaded dataset."""
+    return (config.dataset, config.data_root, config.train_size, config.test_size, config.storage, config.storage_dir,
+            config.jpeg_quality)  # fmt: skip
 
 
 def run_sweep(
@@ -118,11 +141,17 @@ def run_sweep(
     on_run: Callable[[str, RunConfig, str], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> list[Path]:
-    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed. The
+    sweep holds `out`'s lock throughout (one sweep per folder), and each run its own folder's."""
+    make_folder(out)
+    with RunLock(out, "sweep"):
+        return _run_cells(grid, out, on_run, on_epoch)
+
+
+def _run_cells(grid: SweepGrid, out: Path, on_run, on_epoch) -> list[Path]:
     configs, datasets = grid.configs(), {}
     for config in configs:  # every dataset loaded and every m checked before the first run starts
-        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        key = _data_key(config)
         if key not in datasets:
             datasets[key] = load_dataset(config)
         if config.batch_size > len(datasets[key].train_y):
@@ -144,7 +173,7 @@ def run_sweep(
             continue
         if on_run:
             on_run(run_name(config), config, f"resuming after epoch {done}" if done else "starting")
-        key = (config.dataset, config.data_root, config.train_size, config.test_size)
+        key = _data_key(config)
         try:
             train_run(config, folder, resume=True, trainer=Trainer(config, datasets[key]), on_epoch=on_epoch)
         except DivergedError as error:  # a result of the grid, not a failure of the sweep: record it and go on
@@ -154,7 +183,19 @@ def run_sweep(
 
 
 # change the preset's base config
-BASE_OVERRIDES = ("dataset", "model", "data_root", "device", "epochs", "budget_s", "budget_sample_steps", "augment")
+BASE_OVERRIDES = (
+    "dataset",
+    "model",
+    "data_root",
+    "device",
+    "epochs",
+    "budget_s",
+    "budget_sample_steps",
+    "augment",
+    "delay_ms",
+    "storage",
+    "storage_dir",
+)
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
 
@@ -171,6 +212,9 @@ def grid_from_args(preset: str, timing_epochs: int | None = None, full: bool = F
     if overrides.get("epochs") and not (overrides.get("budget_s") or overrides.get("budget_sample_steps")):
         base = replace(base, budget_s=None, budget_sample_steps=None)  # --epochs alone replaces the preset's budget
     changes = {k: overrides[k] for k in BASE_OVERRIDES if overrides.get(k)}
+    for given, other in (("budget_s", "budget_sample_steps"), ("budget_sample_steps", "budget_s")):
+        if changes.get(given):
+            changes[other] = None  # a budget given replaces the preset's, of whichever kind
     if changes.get("model", "paper-alexnet") != "paper-alexnet":
         changes["width"] = 1.0  # the presets' width is paper-alexnet's; another model has none
     base = replace(base, **changes)

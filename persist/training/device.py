@@ -11,6 +11,17 @@ from persist.training.dist import DistContext
 
 
 def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:
+    """The run's device, decided once, with its index on CUDA. It also becomes the process's current CUDA device, so
+    that events, streams and tensors made on "cuda" with no index land on cuda:N (N != 0), not on cuda:0."""
+    device = _decide_device(spec, dist)
+    if device.type == "cuda":
+        if device.index is None:  # "auto": the current device (0 unless something set another)
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
+
+
+def _decide_device(spec: str, dist: DistContext | None) -> torch.device:
     if dist is not None and dist.enabled and spec in ("auto", "cuda") and dist.backend == "nccl":
         return torch.device("cuda", dist.local_rank)  # torchrun: one GPU per local rank
     if dist is not None and dist.enabled and spec.startswith("cuda:"):

@@ -74,6 +74,25 @@ class DistContext:
             if differ:
                 raise ConfigError(f"rank {rank}'s config differs from rank 0's in {', '.join(differ)}")
 
+    def check_fits(self, config: RunConfig, n: int) -> None:
+        """Can this config run on n training samples over this many ranks?"""
+        world = self.world_size
+        if config.batch_size * world > n:
+            raise ConfigError(
+                f"batch_size={config.batch_size} is not allowed: the training set has {n} samples"
+                + (f", fewer than one global batch of {config.batch_size} x {world} ranks" if world > 1 else "")
+            )
+        if config.adaptive and self.enabled:
+            raise ConfigError(
+                "persistency=auto is not allowed under torchrun: each rank would choose its own number of steps, and "
+                "DDP needs the same on every rank; use a fixed K"
+            )
+        if config.budget_s is not None and self.enabled:
+            raise ConfigError(
+                f"budget_s={config.budget_s} is not allowed under torchrun: each rank's clock would decide on its own "
+                "when to stop; use a sample-steps budget, which every rank counts alike"
+            )
+
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """DDP around `model` when there are several ranks: it all-reduces gradients at every backward."""
         if not self.enabled:

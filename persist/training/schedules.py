@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from persist.data.base import loads_per_epoch
-from persist.errors import PluginError
+from persist.errors import ConfigError, PluginError
 from persist.registries import LR_SCHEDULES
 
 
@@ -46,9 +46,12 @@ class Use:
     lr_factor: float
 
 
-def uses(persistency: int, schedule: str = "constant", mu: float = 1.0) -> list[Use]:
-    """The K uses of one loaded batch under `schedule` (any registered name or plug-in), with base rate mu."""
-    return [Use(k, lr, lr / mu) for k, lr in enumerate(lr_of_use(schedule, mu, persistency), start=1)]
+def uses(k: int, schedule: str = "constant", mu: float = 1.0) -> list[Use]:
+    """The K = `k` uses of one loaded batch under `schedule` (any registered name or plug-in), with base rate mu
+    (1.0 by default, so that lr == lr_factor: k on the k-th use for "linear", 1 for "constant")."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k={k!r} is not allowed: the uses of a batch are an integer K >= 1")
+    return [Use(i, lr, lr / mu) for i, lr in enumerate(lr_of_use(schedule, mu, k), start=1)]
 
 
 def counts(n: int, batch_size: int, persistency: int) -> dict[str, int]:

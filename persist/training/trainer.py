@@ -21,26 +21,20 @@ from persist.data.augment import crop_flip, crop_flip_params
 from persist.data.base import Normalizer
 from persist.data.pipelines import make_pipeline
 from persist.data.pipelines.preloaded import DeviceImages
-from persist.errors import ConfigError, PersistError
+from persist.errors import DivergedError, PersistError, PipelineError
 from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler, open_sampler
 from persist.runs.records import EpochRecord, EvalRecord
+from persist.training.adaptive import Prefetcher, StepDone, train_while_late, uses_histogram
 from persist.training.counters import RunCounters
 from persist.training.device import resolve_device, set_determinism
 from persist.training.dist import DistContext
+from persist.training.evaluation import evaluate
 from persist.training.models import make_model
 from persist.training.optim import PaperSGD, set_lr
 from persist.training.precision import Precision, warm_up_compile
 from persist.training.schedules import Use, counts, uses
-
-
-class PipelineError(PersistError):
-    """The input pipeline failed mid-epoch (a dead worker, say); finished epochs are already on disk."""
-
-
-class DivergedError(PersistError):
-    """The training loss became NaN or infinite."""
 
 
 class Trainer:
@@ -63,16 +57,7 @@ class Trainer:
         # the run's normalization applies whatever data were handed in: every pipeline reads data.mean/std
         self.data = (data if data is not None else load_dataset(config)).normalized(config.normalization)
         n, world = len(self.data.train_y), self.dist.world_size
-        if config.batch_size * world > n:
-            raise ConfigError(
-                f"batch_size={config.batch_size} is not allowed: the training set has {n} samples"
-                + (f", fewer than one global batch of {config.batch_size} x {world} ranks" if world > 1 else "")
-            )
-        if config.budget_s is not None and self.dist.enabled:
-            raise ConfigError(
-                f"budget_s={config.budget_s} is not allowed under torchrun: each rank's clock would decide on its own "
-                "when to stop; use a sample-steps budget, which every rank counts alike"
-            )
+        self.dist.check_fits(config, n)
         self.pipeline: Pipeline = make_pipeline(config, self.data, self.device, self.dist.rank, world)
         # pixel 0 normalized: the padding of an on-device crop-flip of an already normalized batch
         self.pad_fill = Normalizer(self.data, self.device)(
@@ -92,6 +77,7 @@ class Trainer:
             self._forward = torch.compile(self._forward)
             self.compile_s = self._warm_up_compile()
         self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
+        self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
         self.clock = clock if clock is not None else make_clock(self.device)
         self.sampler = sampler if sampler is not None else open_sampler(self.device)
         self.sync = make_sync(self.device)
@@ -143,22 +129,38 @@ class Trainer:
         load: int,
         loss_sum: torch.Tensor,
         *,
+        uses: list[Use] | None = None,
         clock: StepClock | None = None,
         on_step: Callable[[Use, torch.Tensor], bool] | None = None,
     ) -> int:
         """Minibatch persistency, written once: the K uses of one loaded batch (load `load` of `epoch`, 0-based), each
         with its schedule's lr and, under --reuse reaugment, its own crop-flip, each timed on `clock` (the run's by
-        default). The epoch loop, `persist stability` and the health trace all train through here. `on_step(use,
-        loss)` runs after each step and may return True to stop; returns the number of steps taken."""
+        default). The epoch loop, `persist stability` and the health trace all train through here. `uses` narrows it
+        to some of the K (--persistency auto steps one use at a time). `on_step(use, loss)` runs after each step and
+        may return True to stop; returns the number of steps taken."""
         clock = self.clock if clock is None else clock
-        for use in self.uses:
+        uses = self.uses if uses is None else uses
+        for use in uses:
             set_lr(self.optimizer, use.lr)
             clock.step_start()
             loss = self.step(self.reaugment(x, epoch, load, use.k), y, loss_sum)
             clock.step_end()
             if on_step is not None and on_step(use, loss):
-                return use.k
-        return len(self.uses)
+                return uses.index(use) + 1
+        return len(uses)
+
+    def _train_load(self, batch, epoch: int, load: int, loss_sum: torch.Tensor, source) -> tuple[int, float]:
+        """The uses of one loaded batch: all K (the paper's persistency) or, under --persistency auto, one and then
+        another only while the next batch is late, up to the cap (training/adaptive.py). Returns (uses, seconds the
+        host waited to learn whether the next batch had come: data wait)."""
+        if not self.config.adaptive:
+            return self.train_batch(*batch, epoch, load, loss_sum), 0.0
+
+        def one_use(use: Use) -> None:
+            self.train_batch(*batch, epoch, load, loss_sum, uses=[use])
+            self.step_done.record()
+
+        return train_while_late(one_use, self.uses, source.ready, self.step_done, self.now)
 
     def state_dict(self) -> dict:
         """What resumes training exactly: the unwrapped model's weights and the optimizer (momentum included)."""
@@ -190,35 +192,40 @@ class Trainer:
         self._forward.train()
         self.clock.begin_epoch(self.counts["steps"])
         loss_sum = torch.zeros((), device=self.device)
-        data_wait_s, loads, paused_s, spent = 0.0, 0, 0.0, False
+        data_wait_s, loads, steps, uses_per_load, paused_s, spent = 0.0, 0, 0, [], 0.0, False
         global_m = self.config.batch_size * self.dist.world_size
+        batches = None
         self.sampler.start()
         try:
             self.sync()  # deliberate sync: the epoch starts on an idle device
             start = self.now()
             batches = iter(self.pipeline.epoch(epoch))
+            if self.config.adaptive:  # whatever the pipeline prefetches, a queue that can be asked without waiting
+                batches = Prefetcher(batches)
             while True:
                 fetch_start = self.now()
                 batch = self._next_batch(batches, epoch, loads)
                 data_wait_s += self.now() - fetch_start
                 if batch is None:
                     break
-                self.train_batch(*batch, epoch, loads, loss_sum)  # minibatch persistency: K steps on this batch
-                loads += 1
+                used, waited_s = self._train_load(batch, epoch, loads, loss_sum, batches)  # minibatch persistency
+                steps, data_wait_s, loads = steps + used, data_wait_s + waited_s, loads + 1
+                uses_per_load.append(used)
                 if on_load is not None:
                     on_load(loads)
-                spent = self.budget_met(loads * self.config.persistency * global_m, self.now() - start - paused_s)
+                spent = self.budget_met(steps * global_m, self.now() - start - paused_s)
                 if spent:  # the epoch ends here; run_epoch evaluates at this point
                     break
                 fresh = self.counters.seen["fresh_samples"] + loads * global_m
                 if on_eval is not None and fresh >= self.counters.next_eval and loads < len(self.pipeline):
-                    paused_s += self._evaluate_inside(epoch, loads, start + paused_s, on_eval)
+                    paused_s += self._evaluate_inside(epoch, loads, steps, start + paused_s, on_eval)
             self.sync()  # deliberate sync: the epoch ends when the device is done
             wall_s = self.now() - start - paused_s
         finally:
             nvml = self.sampler.stop()
+            if self.config.adaptive and batches is not None:
+                batches.close()  # the prefetch thread stops
         times = self.clock.resolve()
-        steps = loads * self.config.persistency
         self.counters.add(loads * global_m, steps * global_m, steps, wall_s)
         # deliberate sync, once per epoch; with several ranks the loss is first summed over them
         train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
@@ -238,9 +245,10 @@ class Trainer:
             "nvml": nvml,
             "dist": self._rank_summary(data_wait_s, times.compute_s),
             "budget_met": spent,
+            "uses_per_load": uses_histogram(uses_per_load) if self.config.adaptive else {},
         }
 
-    def _evaluate_inside(self, epoch: int, loads: int, training_start: float, on_eval) -> float:
+    def _evaluate_inside(self, epoch: int, loads: int, steps: int, training_start: float, on_eval) -> float:
         """Evaluate in the middle of an epoch with the training clocks stopped; return how long the pause took.
         `training_start` is the epoch's start moved later by the pauses so far. Every rank pauses at the same load
         (the counts are global), rank 0 evaluates, the others wait."""
@@ -248,7 +256,7 @@ class Trainer:
         paused = self.now()
         epoch_train_s = paused - training_start
         self.clock.pause()  # the gap across the evaluation is not device idle time
-        steps, global_m = loads * self.config.persistency, self.config.batch_size * self.dist.world_size
+        global_m = self.config.batch_size * self.dist.world_size
         on_eval(self.eval_record(epoch, self.evaluate(), loads * global_m, steps * global_m, steps, epoch_train_s))
         self.dist.barrier()
         self._forward.train()
@@ -274,23 +282,16 @@ class Trainer:
                 f"{type(error).__name__}: {error}"
             ) from error
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
         """Mean per-example test loss and top-1 accuracy, timed on its own (on rank 0 only: it writes the records)."""
         if not self.dist.is_main:
             return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
-        self.model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
-        for x, y in self.test.in_order(self.config.eval_batch_size):
-            with self.precision.autocast():
-                logits = self.model(self.precision.inputs(x)).float()  # unwrapped: evaluation needs no collective
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(dim=1) == y).sum()
-        n = len(self.test)
-        test_loss, test_acc = loss_sum.item() / n, correct.item() / n  # deliberate sync: the results
+        # the unwrapped model: evaluation needs no collective; under the run's autocast and memory layout
+        batches = ((self.precision.inputs(x), y) for x, y in self.test.in_order(self.config.eval_batch_size))
+        with self.precision.autocast():
+            test_loss, test_acc = evaluate(self.model, batches, len(self.test))
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
 
     def check_finite(self, trained: dict) -> None:

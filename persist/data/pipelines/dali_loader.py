@@ -15,15 +15,20 @@ import torch
 from persist.config import PersistError
 from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, batch_indices, epoch_order, loads_per_epoch, scaled_stats
+from persist.data.integrity import first_undecodable
 
 DALI_MISSING = "--pipeline dali needs NVIDIA DALI: pip install 'persist[dali]' (or pip install nvidia-dali-cuda120)"
 
 
 def dali_available() -> tuple[bool, str]:
+    """Whether DALI imports, and if not, why: not installed, or installed but broken (a wheel built for another
+    CUDA, a library it cannot load). Either is a reason to skip, never an error or a warning."""
     try:
         import nvidia.dali  # noqa: F401
-    except ImportError:
-        return False, DALI_MISSING
+    except Exception as error:  # ImportError, or an OSError from a shared library it cannot load
+        if isinstance(error, ModuleNotFoundError) and error.name in ("nvidia", "nvidia.dali"):
+            return False, DALI_MISSING
+        return False, f"--pipeline dali: DALI is installed but cannot be imported: {type(error).__name__}: {error}"
     return True, ""
 
 
@@ -89,7 +94,11 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
             dtype=[types.UINT8, types.INT64, types.INT32, types.INT32][: 4 if source.augment else 2],
         )
         images, labels = outputs[0], outputs[1]
+        shapes = None
         if source.files:  # encoded storage: nvJPEG on the GPU ("mixed": bytes in host memory, pixels on the device)
+            # each file's H, W, C from its header (on the CPU, no decode): the decoder would turn a greyscale file
+            # into RGB, and a file of another size into a batch of mixed shapes, so the epoch checks these first
+            shapes = fn.peek_image_shape(images, image_type=types.ANY_DATA)
             images = fn.decoders.image(images, device="cpu" if device_id is None else "mixed", output_type=types.RGB)
         elif device_id is not None:
             images = images.gpu()
@@ -105,7 +114,7 @@ def _build(source: OrderSource, data: ImageData, batch_size: int, device_id: int
         images = fn.crop_mirror_normalize(
             images, dtype=types.FLOAT, output_layout="CHW", mean=mean, std=std, mirror=mirror
         )
-        return images, labels
+        return (images, labels) if shapes is None else (images, labels, shapes)
 
     return cifar_pipeline()
 
@@ -161,15 +170,27 @@ class DaliPipeline:
         )
         pipe = _build(source, self.data, self.batch_size, self.device_id, self.options)
         pipe.build()
-        self._iterator = DALIGenericIterator(pipe, ["x", "y"], auto_reset=True)
+        names = ["x", "y", "shape"] if self.data.train_files else ["x", "y"]
+        self._iterator = DALIGenericIterator(pipe, names, auto_reset=True)
         self._next_epoch = first_epoch
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         if epoch != self._next_epoch:  # DALI runs epochs in sequence; a jump (resume, a bench round) rebuilds it
             self._start(epoch)
         self._next_epoch = epoch + 1
-        for outputs in self._iterator:
-            yield outputs[0]["x"], outputs[0]["y"]
+        expected = torch.tensor(self.data.train_x.shape[1:])  # H, W, C (on the CPU, as DALI's peeked shapes)
+        try:
+            for outputs in self._iterator:
+                if "shape" in outputs[0] and (outputs[0]["shape"] != expected).any():
+                    raise ValueError(f"a file in this batch is not {tuple(expected.tolist())} (H, W, C)")
+                yield outputs[0]["x"], outputs[0]["y"]
+        except Exception:
+            self._next_epoch = None  # the iterator is spent: the next epoch rebuilds it
+            # DALI names no file: look for the first file that does not decode (only after a failure)
+            if self.data.train_files:
+                height, width, channels = self.data.train_x.shape[1:]
+                first_undecodable(self.data.train_files, (channels, height, width))
+            raise
 
     def describe(self) -> dict:
         augment = "crop-flip" if self.augment else "none"

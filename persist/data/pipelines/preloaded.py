@@ -61,7 +61,8 @@ class PreloadedPipeline:
             from persist.data.storage import decode_files
 
             start = time.perf_counter()
-            images = decode_files(data.train_files, device).permute(0, 2, 3, 1)
+            height, width, channels = data.train_x.shape[1:]
+            images = decode_files(data.train_files, (channels, height, width), device).permute(0, 2, 3, 1)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # deliberate sync: the decode is done before its clock stops
             self.decode_setup_s = time.perf_counter() - start  # setup, recorded in the manifest, in no epoch

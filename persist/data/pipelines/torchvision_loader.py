@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
-from torchvision.io import decode_jpeg, read_file
 from torchvision.transforms import v2
 
 from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order, loads_per_epoch
+from persist.data.integrity import DecodeError, decode_one, one_line
 
 
 def crop_flip_one(image: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:
@@ -35,6 +35,8 @@ class ArrayDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, data: ImageData):
         self.images, self.labels, self.files = images.numpy(), labels, data.train_files
+        height, width, channels = images.shape[1:]
+        self.chw = (channels, height, width)  # what every file must decode to
         self.normalizer = Normalizer(data)
         self.to_image, self.normalize = v2.ToImage(), v2.Lambda(self.normalizer, tv_tensors.Image)
 
@@ -44,7 +46,7 @@ class ArrayDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int, int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
         index, *crop = item if isinstance(item, tuple) else (item,)
         if self.files:  # encoded storage: read and decode in the worker (libjpeg-turbo), then plain tensor ops
-            image = decode_jpeg(read_file(self.files[index]))  # CHW already: no tv_tensor wrapping to pay for
+            image = decode_one(self.files[index], self.chw)  # CHW already: no tv_tensor wrapping to pay for
             image = crop_flip_one(image, *crop) if crop else image
             return self.normalizer(image), self.labels[index]
         image = self.to_image(self.images[index])
@@ -115,9 +117,12 @@ class TorchvisionPipeline:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
-        for x, y in self.loader:
-            # non_blocking only overlaps when the host tensor is pinned; otherwise it is an ordinary copy
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        try:
+            for x, y in self.loader:
+                # non_blocking only overlaps when the host tensor is pinned; otherwise it is an ordinary copy
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        except DecodeError as error:  # from a worker it carries the worker's traceback: one line, naming the file
+            raise one_line(error) from None
 
     def describe(self) -> dict:
         augment = "crop-flip" if self.sampler.augment else "none"

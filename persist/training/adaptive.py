@@ -1,0 +1,135 @@
+"""Adaptive persistency (`--persistency auto:CAP`): step again on the batch in hand only while the next one is late.
+
+A fixed K trades fresh data for steps even when the loader keeps up, and still lets the device idle when it stalls.
+Here a background thread (`Prefetcher`) fills a small queue with the pipeline's next batches, whatever the pipeline's
+own prefetching. After each step on the current batch the trainer asks, without waiting, whether the next batch is
+there (`next_ready`): if it is, it takes it; if not, and the cap allows, it steps again on the current batch, with
+the lr schedule's rate for that use. So the device never waits for data while a batch is in hand, and no fresh
+batch is delayed by more than the step already under way.
+
+On CUDA the host runs ahead of the device, so "the next batch is not ready" is asked when it matters: when the
+device has finished the queued step (a CUDA event queried, never waited on). Until then the host polls both; losses
+stay on the device and nothing here synchronizes with it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+_END = object()  # the pipeline's epoch is over
+
+
+class Prefetcher:
+    """Iterates `batches` in a background thread into a queue of `depth`; iterating the Prefetcher takes them back
+    in order. `ready()` says, without waiting, whether the next item (a batch or the end) is there. An error in the
+    thread is raised in the caller, at the item where it happened."""
+
+    def __init__(self, batches: Iterator, depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(batches,), name="persist-prefetch", daemon=True)
+        self._thread.start()
+
+    def _fill(self, batches: Iterator) -> None:
+        try:
+            for batch in batches:
+                if not self._put(batch):
+                    return  # closed: the epoch ended early (a budget, an error)
+            self._put(_END)
+        except BaseException as error:  # handed to the consumer, which raises it where the batch was due
+            self._put(error)
+
+    def _put(self, item) -> bool:
+        """Queue `item`, waiting for room but not past close(); False once closed."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def ready(self) -> bool:
+        return not self._queue.empty()
+
+    def __iter__(self) -> Prefetcher:
+        return self
+
+    def __next__(self):
+        item = self._queue.get()
+        if item is _END:
+            self._queue.put(_END)  # a later call ends too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread; it notices within one put's timeout, or after the load it is inside."""
+        self._stop.set()
+        self._thread.join()
+
+
+class StepDone:
+    """Whether the device has finished the last step recorded: a CUDA event queried without waiting; on a CPU the
+    step ran synchronously, so it is always done."""
+
+    def __init__(self, device: torch.device):
+        self.event = torch.cuda.Event() if device.type == "cuda" else None
+
+    def record(self) -> None:
+        if self.event is not None:
+            self.event.record()
+
+    def __call__(self) -> bool:
+        return self.event is None or self.event.query()
+
+
+def next_ready(
+    ready: Callable[[], bool],
+    step_done: Callable[[], bool],
+    now: Callable[[], float] = time.perf_counter,
+    pause: Callable[[], None] = lambda: time.sleep(0),
+) -> tuple[bool, float]:
+    """(whether the next batch is there, seconds the host waited to know): waits only while the device still works
+    through the queued step and no batch has come; once the device is done, a missing batch means "step again"."""
+    start = now()
+    while not ready():
+        if step_done():
+            return False, now() - start
+        pause()
+    return True, now() - start
+
+
+def train_while_late(
+    one_use: Callable[[object], None],
+    uses: list,
+    ready: Callable[[], bool],
+    step_done: Callable[[], bool],
+    now: Callable[[], float] = time.perf_counter,
+) -> tuple[int, float]:
+    """Use 1 of the batch in hand, then each further use only while the next batch is late, up to the last of `uses`
+    (the cap). Returns (uses taken, seconds the host waited to learn whether the next batch had come)."""
+    waited_s = 0.0
+    for taken, use in enumerate(uses, start=1):
+        one_use(use)
+        if taken == len(uses):
+            break  # the cap
+        came, waited = next_ready(ready, step_done, now)
+        waited_s += waited
+        if came:
+            break
+    return taken, waited_s
+
+
+def uses_histogram(uses_per_load: list[int]) -> dict[str, int]:
+    """{"k": loads that got k uses}, with string keys for JSON."""
+    counts: dict[str, int] = {}
+    for k in uses_per_load:
+        counts[str(k)] = counts.get(str(k), 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: int(item[0])))
