@@ -64,6 +64,13 @@ def pytest_addoption(parser):
     group.addoption("--persist-device", default="auto", help="auto | cpu | cuda | cuda:N")
     group.addoption("--persist-dataset", default="synthetic", help="synthetic | cifar10 | digits")
     group.addoption("--persist-data-root", default=None, help="folder holding cifar-10-batches-py")
+    group.addoption(
+        "--persist-workload",
+        default="all",
+        choices=("all", "paper", "imagenet"),
+        help="paper: the paper's grid (32 px, reduced AlexNet); imagenet: ResNet-50 at 224 px from an image folder "
+        "(bench_imagenet.py; a smoke version on a CPU); all (default): both",
+    )
     group.addoption("--persist-rounds", type=int, default=3, help="timed rounds per cell, after 1 warm-up round")
     group.addoption(
         "--persist-storage",
@@ -150,6 +157,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    workload = config.getoption("--persist-workload")
+    if workload != "all":  # bench_imagenet.py holds the imagenet workload; every other file the paper's
+        chosen = [item for item in items if (item.module.__name__ == "bench_imagenet") == (workload == "imagenet")]
+        config.hook.pytest_deselected(items=[item for item in items if item not in chosen])
+        items[:] = chosen
     reason = config.persist_setup.skip_reason
     if reason:
         for item in items:
@@ -245,6 +257,10 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         reuse=config.reuse,
         delay_ms=config.delay_ms,
         model=config.model,
+        precision=config.precision,
+        channels_last=config.channels_last,
+        compile=config.compile,
+        compile_s=trainer.compile_s,
         adaptive=config.adaptive,
         uses_per_load=last["uses_per_load"],
         device=device_name(trainer.device),

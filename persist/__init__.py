@@ -54,6 +54,9 @@ _EXPORTS = {
     "register_normalization": "persist.registries",
     "ImageData": "persist.data.base",
     "Pipeline": "persist.data.base",
+    # image folders: a plug-in pipeline cuts the same windows as the built-ins with rrc_windows
+    "load_folder": "persist.data.folder",
+    "rrc_windows": "persist.data.resized_crop",
     # errors: each is one line from the CLI, exit code 2
     "PersistError": "persist.errors",
     "ConfigError": "persist.errors",
@@ -61,6 +64,7 @@ _EXPORTS = {
     "DataError": "persist.data.datasets",
     "DivergedError": "persist.errors",
     "PipelineError": "persist.errors",
+    "FolderError": "persist.data.folder",
 }
 
 __all__ = ["__version__", *_EXPORTS]

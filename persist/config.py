@@ -19,6 +19,7 @@ LOSS_REDUCTIONS = ("sum", "mean")
 AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
 REUSES = ("same", "reaugment")  # same: the paper's persistency; reaugment: a fresh crop-flip for each of the K uses
 STORAGES = ("raw", "jpeg")  # persist/data/storage.py
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # persist/training/precision.py
 
 # Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
 PIPELINE_OPTIONS = {
@@ -29,6 +30,7 @@ PIPELINE_OPTIONS = {
     "dali_threads": "dali",
     "dali_prefetch_depth": "dali",
     "dali_py_workers": "dali",
+    "preload_size": "preloaded",
 }
 
 
@@ -64,6 +66,13 @@ class RunConfig:
     augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
     reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
     deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS algorithms, so every pipeline's run is identical
+    precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast; fp16 with a gradient scaler)
+    channels_last: bool = False  # NHWC weights and inputs
+    compile: bool = False  # torch.compile the training forward; compiled once before the first epoch (compile_s)
+    # --dataset imagefolder (persist/data/folder.py): ImageNet preprocessing to image_size (None: 224) on every pipeline
+    image_size: int | None = None
+    skip_bad_files: bool = False  # leave undecodable files out (listed in the manifest) instead of refusing the folder
+    preload_size: int | None = None  # preloaded pipeline: each image stored P x P on the device (None: S / 0.875)
     # torchvision pipeline (None: not set; the pipeline picks its default)
     num_workers: int | None = None
     pin_memory: bool | None = None
@@ -93,6 +102,7 @@ class RunConfig:
             raise ConfigError(f"jpeg_quality={self.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
         _one_of("augment", self.augment, AUGMENTS)
         _one_of("reuse", self.reuse, REUSES)
+        _one_of("precision", self.precision, PRECISIONS)
         if self.reuse == "reaugment" and self.augment != "crop-flip":
             raise ConfigError(
                 f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {self.augment!r}"
@@ -124,6 +134,28 @@ class RunConfig:
             raise ConfigError(f"delay_ms={self.delay_ms!r} is not allowed: use a finite value >= 0")
         _check_device(self.device)
         self._check_pipeline_options()
+        self._check_folder_options()
+
+    def _check_folder_options(self) -> None:
+        folder = self.dataset == "imagefolder"
+        for name in ("image_size", "preload_size"):
+            if getattr(self, name) is not None:
+                _at_least(name, getattr(self, name), 8)
+        given = [n for n in ("image_size", "skip_bad_files", "preload_size") if getattr(self, n) not in (None, False)]
+        if given and not folder:
+            raise ConfigError(f"{given[0]}={getattr(self, given[0])!r} applies only to --dataset imagefolder")
+        if not folder:
+            return
+        if self.augment != "none" or self.reuse != "same":
+            raise ConfigError(
+                f"augment={self.augment!r}, reuse={self.reuse!r} are not allowed with --dataset imagefolder: its "
+                "training preprocessing is ImageNet's random-resized crop and flip already (use augment none, reuse "
+                "same)"
+            )
+        if self.storage != "raw":
+            raise ConfigError(
+                f"storage={self.storage!r} is not allowed with --dataset imagefolder: its images are files"
+            )
 
     def _check_pipeline_options(self) -> None:
         for name, owner in PIPELINE_OPTIONS.items():
@@ -260,6 +292,12 @@ LEGACY_VALUES = {
     "storage": "raw",
     "jpeg_quality": 90,
     "model": "paper-alexnet",
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
+    "image_size": None,
+    "skip_bad_files": False,
+    "preload_size": None,
     "adaptive": False,
 }
 

@@ -50,6 +50,9 @@ DATASETS = Registry(
 DATASETS.register("synthetic", "persist.data.datasets:synthetic_dataset", "CIFAR-shaped, offline, the default")
 DATASETS.register("cifar10", "persist.data.datasets:cifar10_dataset", "the cifar-10-batches-py folder")
 DATASETS.register("digits", "persist.data.datasets:digits_dataset", "scikit-learn's digits, upscaled to 32x32")
+DATASETS.register(
+    "imagefolder", "persist.data.folder:imagefolder_dataset", "DIR/train/<class>/<file>, any size (--image-size)"
+)
 
 LR_SCHEDULES = Registry(
     "lr_schedule", "--lr-schedule", "a function called as function(mu, k) for the k-th use of a batch, returning its lr"

@@ -216,6 +216,22 @@ def test_a_sweep_can_cross_reuse_variants_and_refuses_reaugment_without_crop_fli
         grid_from_args("cpu", reuses=["reaugment"])
 
 
+def test_runs_whose_pixels_differ_across_pipelines_are_not_composed():
+    """An image folder's batches are resampled by each pipeline: no timing run borrows another's convergence, and
+    the report says why."""
+    from persist.analysis.compose import composition_markdown, refusals
+
+    epochs = _grid().assign(pixels="resampled per pipeline: close to the other pipelines' pixels, not bit-identical")
+    assert sources(epochs) == {}
+    reasons = refusals(epochs)
+    assert len(reasons) == 1 and "2 short run(s) on torchvision were not composed" in reasons[0]
+    assert "not bit-identical" in reasons[0]
+    runs, _ = composed_runs(epochs, target=0.5)
+    assert (runs["composed_from"] == "").all()
+    assert reasons[0] in composition_markdown(runs, pandas.DataFrame(), reasons)
+    assert refusals(_grid()) == [] and len(sources(_grid())) == 2  # bit-identical (or older records): composed
+
+
 def test_a_time_budget_replaces_the_presets_sample_budget():
     from persist.runs.sweep import grid_from_args
 

@@ -165,3 +165,23 @@ def test_the_loading_table_gives_each_pipelines_img_per_s_and_the_one_time_decod
     console.print(render_loading(rows))
     text = console.export_text()
     assert "16,384" in text and "nvJPEG" in text and "4,000" in text
+
+
+def test_the_imagenet_workload_gets_its_own_table_and_every_cell_its_au(tmp_path, capsys):
+    """AU = compute / wall per cell, judged against MLPerf Storage's 90%; an imagenet cell's K=1 is its own."""
+    paper = _cell("preloaded", 32, 1, 1.0, 0.0, 0.95, 0.05)
+    imagenet_k1 = _cell("preloaded", 32, 1, 2.0, 1.0, 1.0, 1.0)
+    imagenet_k2 = _cell("preloaded", 32, 2, 3.0, 1.0, 2.0, 1.0)
+    for cell in (imagenet_k1, imagenet_k2):
+        cell["extra_info"].update(workload="imagenet", image_size=32, model="torchvision:resnet18")
+    rows = summary_rows([paper, imagenet_k1, imagenet_k2])
+    assert [(r["workload"], r["persistency"]) for r in rows] == [("imagenet", 1), ("imagenet", 2), ("paper", 1)]
+    assert rows[1]["epoch_vs_k1"] == 1.5  # against the imagenet K=1 cell, not the paper's at the same m
+    assert rows[2]["compute_pct"] == pytest.approx(95) and rows[0]["compute_pct"] == 50
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps({"benchmarks": [paper, imagenet_k1, imagenet_k2], "machine_info": {}}))
+    assert main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "imagenet workload (torchvision:resnet18 fp32 at 32 px)" in out
+    assert "AU >= 90%" in out and "MLPerf Storage" in out
+    assert out.count(" yes ") == 1 and out.count(" no ") == 2

@@ -22,17 +22,40 @@ CELL = ["batch_size", "persistency", "adaptive", "lr_schedule", "reuse", "seed"]
 BORROWED = ["steps_to_target", "epochs_to_target", "fresh_samples_to_target", "best_test_acc", "resolution"]
 
 
+BIT_IDENTICAL = "bit-identical"  # the manifest's pipeline.pixels when every pipeline feeds the same batches
+
+
 def _plans(epochs: pandas.DataFrame) -> pandas.DataFrame:
-    """One row per run: its pipeline, cell, and the epochs it was planned for. Runs under --persistency auto are left
+    """One row per run: its pipeline, cell, the epochs it was planned for, and whether its pixels are bit-identical
+    to the other pipelines' (records written before the field existed were). Runs under --persistency auto are left
     out: their K depends on timing, so their convergence belongs to the run, never to another pipeline."""
-    plans = epochs.groupby("run").first().reset_index()[["run", "pipeline", *CELL, "epochs"]]
-    return plans[~plans["adaptive"].astype(bool)]
+    plans = epochs.groupby("run").first().reset_index()
+    plans["identical"] = plans["pixels"] == BIT_IDENTICAL if "pixels" in plans else True
+    plans = plans[["run", "pipeline", *CELL, "epochs", "identical", "adaptive"]]
+    return plans[~plans["adaptive"].astype(bool)].drop(columns="adaptive")
+
+
+def refusals(epochs: pandas.DataFrame) -> list[str]:
+    """Why runs that look like timing runs were not composed: their pipelines feed batches that differ in their
+    pixels (an image folder, resampled by each pipeline), so another pipeline's convergence is not theirs."""
+    plans = _plans(epochs)
+    short = plans[(plans["epochs"] < plans.groupby(CELL)["epochs"].transform("max")) & ~plans["identical"]]
+    if short.empty:
+        return []
+    return [
+        f"{len(short)} short run(s) on {', '.join(sorted(short['pipeline'].unique()))} were not composed from another "
+        "pipeline's convergence: their batches are not bit-identical to the other pipelines' (each pipeline "
+        "resamples the image folder's crops its own way, README 'Your own data'), so a composed speedup would rest "
+        "on steps to target they did not share. Train them in full (persist sweep --full) to compare them."
+    ]
 
 
 def sources(epochs: pandas.DataFrame) -> dict[str, str]:
     """Timing run -> its source run. Among a cell's longest runs on other pipelines, the source is the one on a
-    pipeline with no timing runs of its own (the pipeline that trains the curves), then by pipeline name."""
+    pipeline with no timing runs of its own (the pipeline that trains the curves), then by pipeline name. Only runs
+    whose batches are bit-identical across pipelines compose (`refusals` says why the others do not)."""
     plans = _plans(epochs)
+    plans = plans[plans["identical"]]
     longest = plans.groupby(CELL)["epochs"].transform("max")
     timing = plans[plans["epochs"] < longest]
     timed_pipelines = set(timing["pipeline"])
@@ -142,10 +165,16 @@ def _or_missed(value: float, fmt: str) -> str:
     return "not reached" if math.isnan(value) else fmt.format(value)
 
 
-def composition_markdown(runs: pandas.DataFrame, checked: pandas.DataFrame) -> list[str]:
-    """The report's section on composed runs: what was composed from what, and the check against full runs."""
+def composition_markdown(
+    runs: pandas.DataFrame, checked: pandas.DataFrame, refused: list[str] | None = None
+) -> list[str]:
+    """The report's section on composed runs: what was composed from what, the check against full runs, and what
+    was refused composition and why."""
     composed = runs[runs["composed_from"] != ""]
+    refused_lines = [*(refused or []), ""] if refused else []
     if composed.empty:
+        if refused:
+            return ["## Composition", "", "Nothing was composed.", "", *refused_lines]
         return ["## Composition", "", "Every run here was trained in full: nothing was composed.", ""]
     lines = [
         "## Composition: convergence trained once, every pipeline timed",
@@ -158,6 +187,7 @@ def composition_markdown(runs: pandas.DataFrame, checked: pandas.DataFrame) -> l
         "pipeline's own loading factor.",
         "",
     ]
+    lines += refused_lines
     if checked.empty:
         return [*lines, "No full run on a timed pipeline was there to check the composition against.", ""]
     lines += [

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from persist.analysis.claims import claim_lines
-from persist.analysis.compose import checks, composition_markdown, sources
+from persist.analysis.compose import checks, composition_markdown, refusals, sources
 from persist.analysis.decomposition import TARGET_FRACTION, cell_table, check_comparable, composed_runs
 from persist.analysis.figures import adaptive_figures, paper_figures, reuse_figures
 from persist.runs.records import load_evals, load_runs, load_unfinished, read_manifest
@@ -167,7 +167,7 @@ def write_report(run_dirs: list[Path], out: Path, target: float | None = None, c
     report = out / "report.md"
     unfinished = load_unfinished(run_dirs)
     extra = ["", "## The paper's claims", "", *claim_lines(runs, unfinished), ""]
-    extra += composition_markdown(runs, checks(epochs, runs, found))
+    extra += composition_markdown(runs, checks(epochs, runs, found), refusals(epochs))
     if len(unfinished):
         names = ", ".join(
             f"{Path(r).name} ({str(status).split(':')[0]})"

@@ -75,6 +75,12 @@ class TrainEpoch:
     reuse: str = "same"
     delay_ms: float = 0.0
     model: str = "paper-alexnet"
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    compile_s: float | None = None  # torch.compile's one-off compile, before the first round: in no epoch
+    workload: str = "paper"  # paper | imagenet (bench/bench_imagenet.py)
+    image_size: int | None = None  # the imagenet workload's S (random-resized crops of S x S)
     adaptive: bool = False  # --persistency auto: persistency is the cap, uses_per_load what it chose
     uses_per_load: dict = field(default_factory=dict)
     diverged: bool = False

@@ -47,7 +47,11 @@ def budget_arg(text: str) -> dict:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("run")
     g.add_argument("--dataset", help=f"{DATASETS.described()}")
-    g.add_argument("--data-root", help="folder holding cifar-10-batches-py (default ./data)")
+    g.add_argument(
+        "--data-root",
+        help="folder holding cifar-10-batches-py (default ./data); with --dataset imagefolder, the folder holding "
+        "train/<class>/ and val/<class>/",
+    )
     g.add_argument("--download", action="store_true", default=None, help="fetch CIFAR-10 if missing (needs network)")
     g.add_argument("--pipeline", help=f"{PIPELINES.described()}; default preloaded")
     g.add_argument(
@@ -104,6 +108,30 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CUDA: deterministic cuDNN and cuBLAS algorithms, so runs through different pipelines are identical",
     )
+    g.add_argument(
+        "--precision",
+        help="fp32 (default) | tf32 (CUDA tensor cores) | bf16 | fp16 (autocast; fp16 with a gradient scaler)",
+    )
+    g.add_argument("--channels-last", action="store_true", default=None, help="NHWC memory order for model and inputs")
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model; compiled once before the first epoch and timed on its own (compile_s)",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        help="--dataset imagefolder: train on random-resized crops of S x S, evaluate on S/0.875 resized, "
+        "center-cropped to S (default 224)",
+    )
+    g.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        default=None,
+        help="--dataset imagefolder: leave files that cannot be decoded out (the manifest lists them) instead of "
+        "refusing the folder",
+    )
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument(
         "--eval-every",
@@ -115,6 +143,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--persistent-workers", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--prefetch-factor", type=int)
+    p = parser.add_argument_group("preloaded pipeline")
+    p.add_argument(
+        "--preload-size",
+        type=int,
+        help="--dataset imagefolder: each image stored P x P on the device (default round(S/0.875): 256 for S=224)",
+    )
     d = parser.add_argument_group("DALI pipeline")
     d.add_argument("--dali-threads", type=int)
     d.add_argument("--dali-prefetch-depth", type=int)

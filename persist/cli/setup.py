@@ -12,8 +12,21 @@ from persist.registries import DATASETS, MODELS, NORMALIZATIONS, PIPELINES
 
 
 def add_setup_commands(commands) -> None:
-    f = commands.add_parser("prepare", help="write a dataset once as encoded files (for --storage jpeg)")
-    f.add_argument("--dataset", default="synthetic", help=f"{DATASETS.choices()} (default synthetic)")
+    f = commands.add_parser(
+        "prepare",
+        help="write a dataset once as encoded files (for --storage jpeg), or an ImageNet-like synthetic folder",
+    )
+    f.add_argument(
+        "--dataset",
+        default="synthetic",
+        help=f"{DATASETS.choices()} (default synthetic), or synthetic-folder: JPEGs of varied size in the ImageFolder "
+        "layout (DIR/train/<class>/, DIR/val/<class>/) for --dataset imagefolder; needs --out",
+    )
+    f.add_argument("--images", type=int, default=1000, help="synthetic-folder: training images (default 1000)")
+    f.add_argument("--val-images", type=int, help="synthetic-folder: validation images (default: a fifth of --images)")
+    f.add_argument("--classes", type=int, default=10, help="synthetic-folder: classes (default 10)")
+    f.add_argument("--min-size", type=int, default=400, help="synthetic-folder: smallest longer side, px (400)")
+    f.add_argument("--max-size", type=int, default=500, help="synthetic-folder: largest longer side, px (500)")
     f.add_argument("--format", default="jpeg", help="jpeg (the one format so far)")
     f.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
     f.add_argument("--train-size", type=int, help="the first N training samples (default: all)")
@@ -72,6 +85,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if args.format != "jpeg":
         raise PersistError(f"format={args.format!r} is not allowed: choose jpeg")
+    if args.dataset == "synthetic-folder":
+        return _prepare_folder(args)
     config = RunConfig(
         dataset=args.dataset,
         data_root=args.data_root,
@@ -89,6 +104,25 @@ def _prepare(args: argparse.Namespace) -> int:
             folder, written = prepare(data, args.out, args.quality, progress)
     state = "wrote" if written else "found (same dataset, reused)"
     print(f"{state} {folder}: {len(data.train_y)} training and {len(data.test_y)} test images, JPEG q{args.quality}")
+    return 0
+
+
+def _prepare_folder(args: argparse.Namespace) -> int:
+    from persist.cli.progress import CountProgress
+    from persist.data.synthetic_folder import FolderSpec, mean_file_bytes, write_synthetic_folder
+
+    if args.out is None:
+        raise PersistError("--dataset synthetic-folder needs --out DIR: the folder to write")
+    val_images = args.val_images if args.val_images is not None else max(1, args.images // 5)
+    spec = FolderSpec(args.images, val_images, args.classes, args.min_size, args.max_size, args.quality)
+    with CountProgress("writing a synthetic image folder", quiet=args.quiet) as progress:
+        folder, written = write_synthetic_folder(args.out, spec, progress)
+    state = "wrote" if written else "found (same parameters, reused)"
+    print(
+        f"{state} {folder}: {spec.train_images} training and {spec.val_images} validation JPEGs in {spec.classes} "
+        f"classes, longer side {spec.min_size}-{spec.max_size} px, {mean_file_bytes(folder) / 1000:.0f} KB each on "
+        "average; train with --dataset imagefolder --data-root " + str(folder)
+    )
     return 0
 
 

@@ -53,11 +53,24 @@ class ImageData:
     normalization: str = "unit"
     storage: str = "raw"  # raw arrays, or "jpeg qQ": the pixels are the files decoded once on the CPU
     train_files: tuple[str, ...] = ()  # with encoded storage: each training sample's file, for pipelines that decode
+    # An image folder (persist/data/folder.py): training images of any size, kept as files and cut to image_size x
+    # image_size by ImageNet's preprocessing in each pipeline (persist/data/resized_crop.py). Then train_x is empty
+    # (0, S, S, 3), train_sizes holds each training file's (H, W), and the test split is decoded once, resized to
+    # S/0.875 and center-cropped to S.
+    image_size: int | None = None
+    train_sizes: tuple[tuple[int, int], ...] = ()
+    skipped_files: tuple[str, ...] = ()  # --skip-bad-files: files that could not be decoded, left out
     storage_folder: str | None = None  # with encoded storage: the folder read (absolute), recorded in the manifest
     storage_index_sha256: str | None = None  # and the hash of its index.json (persist/data/integrity.py)
 
     def __post_init__(self) -> None:
-        for x, y in ((self.train_x, self.train_y), (self.test_x, self.test_y)):
+        pairs = [(self.test_x, self.test_y)]
+        if self.image_size is None:
+            pairs.append((self.train_x, self.train_y))
+        else:
+            assert len(self.train_files) == len(self.train_sizes) == len(self.train_y), "one file and size per label"
+            assert tuple(self.train_x.shape) == (0, self.image_size, self.image_size, 3), self.train_x.shape
+        for x, y in pairs:
             assert x.dtype == torch.uint8 and x.ndim == 4 and x.shape[-1] == 3, (x.dtype, x.shape)
             assert y.dtype == torch.int64 and y.shape == x.shape[:1], (y.dtype, y.shape)
 

@@ -72,8 +72,14 @@ def raw_dataset(config: RunConfig) -> ImageData:
     """The dataset as uint8 arrays, before any storage format: what `persist prepare` encodes. Any registered
     dataset (registries.DATASETS), a plug-in included, is cut to the config's sizes here."""
     loader = DATASETS.get(config.dataset)
+    # an image folder is cut to --image-size by every pipeline, and may leave undecodable files out
+    folder = {"image_size": config.image_size, "skip_bad_files": config.skip_bad_files}
     data = loader(
-        data_root=config.data_root, download=config.download, train_size=config.train_size, test_size=config.test_size
+        data_root=config.data_root,
+        download=config.download,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        **(folder if config.dataset == "imagefolder" else {}),
     )
     if not isinstance(data, ImageData):
         raise PluginError(f"--dataset {config.dataset}: returned a {type(data).__name__}, expected an ImageData")

@@ -56,6 +56,8 @@ def write_manifest(out: Path, trainer: Trainer, status: str, writer: dict | None
             "determinism": trainer.determinism,
             "math": math_settings(),  # TF32, cudnn.benchmark: as set when the manifest is written
             "pipeline": trainer.pipeline.describe(),
+            "compute": trainer.describe_compute(),  # precision, channels-last, compile and its compile_s
+            **_image_folder(trainer),
             "storage": {  # which folder the encoded data came from, and the hash of the index that was checked
                 "kind": trainer.data.storage,
                 "folder": trainer.data.storage_folder,
@@ -72,6 +74,15 @@ def write_manifest(out: Path, trainer: Trainer, status: str, writer: dict | None
             "writer": writer or previous.get("writer"),
         },
     )
+
+
+def _image_folder(trainer: Trainer) -> dict:
+    """An image folder's sizes, preprocessing and --skip-bad-files' list, under "image_folder"; nothing otherwise."""
+    if trainer.data.image_size is None:
+        return {}
+    from persist.data.folder import describe_folder
+
+    return {"image_folder": describe_folder(trainer.data)}
 
 
 def save_state_atomic(state: dict, path: Path) -> None:

@@ -198,8 +198,10 @@ def load_runs(paths) -> pandas.DataFrame:
         if manifest is None:
             raise RunDirError(f"{path} is not a persist run folder: no {MANIFEST}")
         config, status = {**LEGACY_VALUES, **manifest["config"]}, manifest.get("status", "unknown")
+        # whether this pipeline's batches equal every other pipeline's (an image folder's are resampled per pipeline)
+        pixels = (manifest.get("pipeline") or {}).get("pixels", "bit-identical")
         for record in read_records(path):
-            row = {"run": str(path), "status": status, **config, **record.as_dict()}
+            row = {"run": str(path), "status": status, **config, **record.as_dict(), "pixels": pixels}
             row.pop("nvml")
             row.update({f"dist_{k}": v for k, v in row.pop("dist").items()})
             rows.append(row)

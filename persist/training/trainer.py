@@ -33,6 +33,7 @@ from persist.training.dist import DistContext
 from persist.training.evaluation import evaluate
 from persist.training.models import make_model
 from persist.training.optim import PaperSGD, set_lr
+from persist.training.precision import Precision, warm_up_compile
 from persist.training.schedules import Use, counts, uses
 
 
@@ -63,11 +64,18 @@ class Trainer:
             torch.zeros(3, 1, 1, dtype=torch.uint8, device=self.device)
         ).flatten()
         self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
-        self.model = make_model(  # the model itself, unwrapped: what a checkpoint saves and evaluation runs
+        # autocast, gradient scaler and memory layout (persist/training/precision.py); refuses what cannot run here
+        self.precision = Precision(config.precision, self.device, config.channels_last)
+        model = make_model(
             config.model, self.data.num_classes, self.data.image_shape, config.seed, self.device, config.width
         )
+        self.model = self.precision.model(model)  # the model itself, unwrapped: what a checkpoint saves, eval runs
         self._forward = self.dist.wrap(self.model, self.device)  # DDP with several ranks: what training calls
         self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)
+        self.compile_s = None
+        if config.compile:  # compiled here, timed on its own: no epoch ever contains the compile
+            self._forward = torch.compile(self._forward)
+            self.compile_s = self._warm_up_compile()
         self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
         self.clock = clock if clock is not None else make_clock(self.device)
@@ -88,12 +96,30 @@ class Trainer:
         """One SGD step: forward, loss, backward, paper-form momentum update; adds the step's summed per-example loss
         to `loss_sum` and returns it, on the device. No host sync."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self._forward(x), y, reduction=self.config.loss_reduction)
-        (loss * self.grad_scale if self.grad_scale != 1 else loss).backward()
-        self.optimizer.step()
+        loss = self._loss(x, y)
+        self.precision.backward_and_step(loss * self.grad_scale if self.grad_scale != 1 else loss, self.optimizer)
         summed = loss.detach() * self.loss_scale if self.loss_scale != 1 else loss.detach()
         loss_sum.add_(summed)
         return summed
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss of a batch, under the run's autocast and memory layout; float32 out."""
+        with self.precision.autocast():
+            logits = self._forward(self.precision.inputs(x))
+        return F.cross_entropy(logits.float(), y, reduction=self.config.loss_reduction)
+
+    def _warm_up_compile(self) -> float:
+        """One forward+backward at the training batch's shape, so torch.compile compiles before any epoch starts;
+        weights, statistics and momentum are restored after it (precision.warm_up_compile)."""
+        c, h, w = self.data.image_shape
+        x = torch.zeros(self.config.batch_size, c, h, w, device=self.device)
+        y = torch.zeros(self.config.batch_size, dtype=torch.int64, device=self.device)
+        self._forward.train()
+        return warm_up_compile(lambda x, y: self._loss(x, y).backward(), self.model, self.optimizer, x, y)
+
+    def describe_compute(self) -> dict:
+        """Precision, layout and compilation as the manifest records them (compile_s: seconds, outside any epoch)."""
+        return {**self.precision.describe(), "compile": self.config.compile, "compile_s": self.compile_s}
 
     def train_batch(
         self,
@@ -262,8 +288,10 @@ class Trainer:
             return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
-        # the unwrapped model: evaluation needs no collective
-        test_loss, test_acc = evaluate(self.model, self.test.in_order(self.config.eval_batch_size), len(self.test))
+        # the unwrapped model: evaluation needs no collective; under the run's autocast and memory layout
+        batches = ((self.precision.inputs(x), y) for x, y in self.test.in_order(self.config.eval_batch_size))
+        with self.precision.autocast():
+            test_loss, test_acc = evaluate(self.model, batches, len(self.test))
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
 
     def check_finite(self, trained: dict) -> None:

@@ -19,12 +19,28 @@ from persist.registries import PIPELINES
 
 __all__ = ["DelayedPipeline", "make_pipeline"]
 
+# An image folder (ImageData.image_size set) goes through each built-in's folder variant: same name, same options,
+# ImageNet preprocessing with the shared windows (persist/data/resized_crop.py). A plug-in gets the data as it is.
+FOLDER_PIPELINES = {
+    "preloaded": "persist.data.pipelines.folder_loaders:FolderPreloadedPipeline",
+    "torchvision": "persist.data.pipelines.folder_loaders:FolderTorchvisionPipeline",
+    "dali": "persist.data.pipelines.folder_dali:FolderDaliPipeline",
+}
+
+
+def _folder_variant(name: str):
+    import importlib
+
+    module, attr = FOLDER_PIPELINES[name].split(":")
+    return getattr(importlib.import_module(module), attr)
+
 
 def make_pipeline(
     config: RunConfig, data: ImageData, device: torch.device, rank: int = 0, world_size: int = 1
 ) -> Pipeline:
     """The configured pipeline; with several ranks, each yields only its part of every global batch."""
-    cls = PIPELINES.get(config.pipeline)
+    folder = data.image_size is not None and config.pipeline in FOLDER_PIPELINES
+    cls = _folder_variant(config.pipeline) if folder else PIPELINES.get(config.pipeline)
     # under `reuse same` the pipeline applies the crop-flip; under `reaugment` the trainer does, once per use
     common = {
         "rank": rank,
@@ -35,6 +51,8 @@ def make_pipeline(
     options = {"torchvision": torchvision_options, "dali": dali_options}.get(config.pipeline)
     if options is not None:
         common.update(options, settings_chosen_from=chosen)
+    if folder and config.pipeline == "preloaded":
+        common["preload_size"] = config.preload_size
     try:
         pipeline = cls(data, config.batch_size, config.seed, device, **common)
     except TypeError as error:  # a plug-in whose constructor does not take the protocol's arguments
