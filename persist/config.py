@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from persist.errors import ConfigError, PersistError
 from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
-from persist.registry import Registry
+from persist.validation import at_least, check_device, one_of, positive, registered
 
 __all__ = ["ConfigError", "PersistError", "RunConfig"]
 
@@ -91,48 +91,48 @@ class RunConfig:
             ("lr_schedule", LR_SCHEDULES),
             ("normalization", NORMALIZATIONS),
         ):
-            _registered(name, getattr(self, name), registry)
-        _one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
-        _one_of("storage", self.storage, STORAGES)
+            registered(name, getattr(self, name), registry)
+        one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
+        one_of("storage", self.storage, STORAGES)
         if self.storage_dir is not None and self.storage != "jpeg":
             raise ConfigError(f"storage_dir={self.storage_dir!r} needs storage='jpeg', not {self.storage!r}")
         if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
             1 <= self.jpeg_quality <= 100
         ):
             raise ConfigError(f"jpeg_quality={self.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
-        _one_of("augment", self.augment, AUGMENTS)
-        _one_of("reuse", self.reuse, REUSES)
-        _one_of("precision", self.precision, PRECISIONS)
+        one_of("augment", self.augment, AUGMENTS)
+        one_of("reuse", self.reuse, REUSES)
+        one_of("precision", self.precision, PRECISIONS)
         if self.reuse == "reaugment" and self.augment != "crop-flip":
             raise ConfigError(
                 f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {self.augment!r}"
             )
-        _at_least("batch_size", self.batch_size, 1)
-        _at_least("persistency", self.persistency, 1)
+        at_least("batch_size", self.batch_size, 1)
+        at_least("persistency", self.persistency, 1)
         if self.adaptive and self.persistency < 2:
             raise ConfigError(f"persistency=auto:{self.persistency} is not allowed: auto needs a cap of 2 or more")
-        _at_least("epochs", self.epochs, 1)
-        _at_least("eval_batch_size", self.eval_batch_size, 1)
+        at_least("epochs", self.epochs, 1)
+        at_least("eval_batch_size", self.eval_batch_size, 1)
         if self.budget_s is not None:
-            _positive("budget_s", self.budget_s)
+            positive("budget_s", self.budget_s)
         if self.budget_sample_steps is not None:
-            _at_least("budget_sample_steps", self.budget_sample_steps, 1)
+            at_least("budget_sample_steps", self.budget_sample_steps, 1)
         if self.budget_s is not None and self.budget_sample_steps is not None:
             raise ConfigError("budget_s and budget_sample_steps are both set: give one budget")
         if self.eval_every is not None:
-            _at_least("eval_every", self.eval_every, 1)
+            at_least("eval_every", self.eval_every, 1)
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
-                _at_least(name, getattr(self, name), 1)
-        _positive("lr", self.lr)
-        _positive("width", self.width)
+                at_least(name, getattr(self, name), 1)
+        positive("lr", self.lr)
+        positive("width", self.width)
         if self.width != 1.0 and self.model != "paper-alexnet":
             raise ConfigError(f"width={self.width!r} applies only to --model paper-alexnet, not to {self.model}")
         if not (0.0 <= self.momentum < 1.0) or math.isnan(self.momentum):
             raise ConfigError(f"momentum={self.momentum!r} is not allowed: use 0 <= momentum < 1")
         if not (self.delay_ms >= 0.0 and math.isfinite(self.delay_ms)):
             raise ConfigError(f"delay_ms={self.delay_ms!r} is not allowed: use a finite value >= 0")
-        _check_device(self.device)
+        check_device(self.device)
         self._check_pipeline_options()
         self._check_folder_options()
 
@@ -140,7 +140,7 @@ class RunConfig:
         folder = self.dataset == "imagefolder"
         for name in ("image_size", "preload_size"):
             if getattr(self, name) is not None:
-                _at_least(name, getattr(self, name), 8)
+                at_least(name, getattr(self, name), 8)
         given = [n for n in ("image_size", "skip_bad_files", "preload_size") if getattr(self, n) not in (None, False)]
         if given and not folder:
             raise ConfigError(f"{given[0]}={getattr(self, given[0])!r} applies only to --dataset imagefolder")
@@ -164,10 +164,10 @@ class RunConfig:
                 raise ConfigError(f"{name}={value!r} applies only to --pipeline {owner}, not to {self.pipeline}")
         for name in ("num_workers", "dali_py_workers"):
             if getattr(self, name) is not None:
-                _at_least(name, getattr(self, name), 0)
+                at_least(name, getattr(self, name), 0)
         for name in ("prefetch_factor", "dali_threads", "dali_prefetch_depth"):
             if getattr(self, name) is not None:
-                _at_least(name, getattr(self, name), 1)
+                at_least(name, getattr(self, name), 1)
         # with num_workers unset, the default depends on the machine: persist/data/settings.py checks these then
         if self.prefetch_factor is not None and self.num_workers == 0:
             raise ConfigError(f"prefetch_factor={self.prefetch_factor} needs num_workers >= 1")
@@ -238,38 +238,6 @@ def budget_fields(budget: dict | None, epochs: int | None) -> dict:
     return budget
 
 
-def _registered(name: str, value: str, registry: Registry) -> None:
-    """A built-in name is known without importing it; anything else is resolved now (a plug-in is imported), so a
-    bad one is refused before any work starts."""
-    if not isinstance(value, str):
-        raise ConfigError(f"{name}={value!r} is not allowed: choose one of {registry.choices()}")
-    if value not in registry.entries:
-        registry.get(value)
-
-
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed: choose one of {', '.join(allowed)}")
-
-
-def _at_least(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name}={value!r} is not allowed: use an integer >= {low}")
-
-
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name}={value!r} is not allowed: use a finite number > 0")
-
-
-def _check_device(device: str) -> None:
-    if device in ("auto", "cpu", "cuda"):
-        return
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return
-    raise ConfigError(f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N")
-
-
 # Named sizes. `smoke` keeps a 2-core CPU under minutes; `paper` is the paper's setup (Section 2.1).
 PROFILES: dict[str, dict] = {
     "smoke": {"train_size": 1024, "test_size": 256, "width": 0.125, "epochs": 3},
@@ -279,7 +247,7 @@ PROFILES: dict[str, dict] = {
 
 def with_profile(config: RunConfig, profile: str) -> RunConfig:
     """`config` with the sizes of a named profile (smoke | paper) applied."""
-    _one_of("profile", profile, tuple(PROFILES))
+    one_of("profile", profile, tuple(PROFILES))
     return replace(config, **PROFILES[profile])
 
 

@@ -63,7 +63,7 @@ def crop_flip(images: torch.Tensor, params: CropFlip, fill: torch.Tensor | float
     whatever device the images are."""
     n, c, h, w = images.shape
     padded_shape = (n, c, h + 2 * PAD, w + 2 * PAD)
-    if isinstance(fill, torch.Tensor):  # the caller built it once, on the device (the trainer's pad_fill)
+    if isinstance(fill, torch.Tensor):  # the caller built it once, on the device (Reaugment's fill)
         padded = fill.to(images.device, images.dtype).reshape(1, -1, 1, 1).expand(padded_shape).contiguous()
     else:  # a scalar is a kernel argument: torch.as_tensor(fill, device=cuda) here would be a blocking copy
         padded = images.new_full(padded_shape, fill)
@@ -75,3 +75,20 @@ def crop_flip(images: torch.Tensor, params: CropFlip, fill: torch.Tensor | float
     batch = torch.arange(n, device=images.device)[:, None, None]
     # advanced indices on dims 0, 2, 3 around the channel slice: the result is (N, H, W, C)
     return padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+class Reaugment:
+    """--reuse reaugment: use `use` of a loaded (already normalized) batch gets its own crop-flip, drawn from the
+    shared seed and applied on the batch's device; under --reuse same, the batch as loaded."""
+
+    def __init__(self, config, normalize, rank: int = 0, world_size: int = 1):
+        self.on = config.reuse == "reaugment"
+        self.seed, self.batch_size, self.rank, self.world_size = config.seed, config.batch_size, rank, world_size
+        # pixel 0 normalized, made once on the device: the padding of a crop-flip of a normalized batch
+        self.fill = normalize(torch.zeros(3, 1, 1, dtype=torch.uint8, device=normalize.mean.device)).flatten()
+
+    def __call__(self, x: torch.Tensor, epoch: int, load: int, use: int) -> torch.Tensor:
+        if not self.on:
+            return x
+        params = crop_flip_params(self.seed, epoch, load, use, self.batch_size, self.rank, self.world_size)
+        return crop_flip(x, params, self.fill)

@@ -119,6 +119,13 @@ class DistContext:
             "compute_s_mean": sum(computes) / len(computes),
         }
 
+    def epoch_summary(self, data_wait_s: float, compute_s: float, model: torch.nn.Module, device) -> dict:
+        """An epoch's `dist` field: per-rank timings and one un-overlapped all-reduce of the gradients (empty alone)."""
+        if not self.enabled:
+            return {}
+        numel = sum(p.numel() for p in model.parameters())
+        return {**self.rank_timings(data_wait_s, compute_s), "allreduce_probe_s": self.allreduce_probe_s(numel, device)}
+
     def allreduce_probe_s(self, numel: int, device: torch.device, repeats: int = 5) -> float | None:
         """Seconds for one all-reduce of a gradient-sized float32 buffer, outside training (median of `repeats`).
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from persist.config import RunConfig
 from persist.data import ImageData, Pipeline, load_dataset
-from persist.data.augment import crop_flip, crop_flip_params
+from persist.data.augment import Reaugment
 from persist.data.base import Normalizer
 from persist.data.pipelines import make_pipeline
 from persist.data.pipelines.preloaded import DeviceImages
@@ -59,10 +59,8 @@ class Trainer:
         n, world = len(self.data.train_y), self.dist.world_size
         self.dist.check_fits(config, n)
         self.pipeline: Pipeline = make_pipeline(config, self.data, self.device, self.dist.rank, world)
-        # pixel 0 normalized: the padding of an on-device crop-flip of an already normalized batch
-        self.pad_fill = Normalizer(self.data, self.device)(
-            torch.zeros(3, 1, 1, dtype=torch.uint8, device=self.device)
-        ).flatten()
+        # --reuse reaugment: each use of a batch gets its own crop-flip from the seed, on the device, in the step
+        self.reaugment = Reaugment(config, Normalizer(self.data, self.device), self.dist.rank, world)
         self.test = DeviceImages(self.data.test_x, self.data.test_y, self.data, self.device)
         # autocast, gradient scaler and memory layout (persist/training/precision.py); refuses what cannot run here
         self.precision = Precision(config.precision, self.device, config.channels_last)
@@ -72,10 +70,7 @@ class Trainer:
         self.model = self.precision.model(model)  # the model itself, unwrapped: what a checkpoint saves, eval runs
         self._forward = self.dist.wrap(self.model, self.device)  # DDP with several ranks: what training calls
         self.optimizer = PaperSGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)
-        self.compile_s = None
-        if config.compile:  # compiled here, timed on its own: no epoch ever contains the compile
-            self._forward = torch.compile(self._forward)
-            self.compile_s = self._warm_up_compile()
+        self.compile_s = self._compile() if config.compile else None  # timed on its own, inside no epoch
         self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
         self.clock = clock if clock is not None else make_clock(self.device)
@@ -108,9 +103,11 @@ class Trainer:
             logits = self._forward(self.precision.inputs(x))
         return F.cross_entropy(logits.float(), y, reduction=self.config.loss_reduction)
 
-    def _warm_up_compile(self) -> float:
-        """One forward+backward at the training batch's shape, so torch.compile compiles before any epoch starts;
-        weights, statistics and momentum are restored after it (precision.warm_up_compile)."""
+    def _compile(self) -> float:
+        """torch.compile the training forward, and make one forward+backward at the training batch's shape, so it
+        compiles before any epoch starts; weights, statistics and momentum are restored after it
+        (precision.warm_up_compile). Returns the compile's seconds."""
+        self._forward = torch.compile(self._forward)
         c, h, w = self.data.image_shape
         x = torch.zeros(self.config.batch_size, c, h, w, device=self.device)
         y = torch.zeros(self.config.batch_size, dtype=torch.int64, device=self.device)
@@ -169,15 +166,6 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-    def reaugment(self, x: torch.Tensor, epoch: int, load: int, use: int) -> torch.Tensor:
-        """Under --reuse reaugment, use `use` of the batch gets its own crop-flip, drawn from the shared seed and
-        applied here on the device (inside the step's time); otherwise the batch as loaded."""
-        if self.config.reuse != "reaugment":
-            return x
-        m, world = self.config.batch_size, self.dist.world_size
-        params = crop_flip_params(self.config.seed, epoch, load, use, m, self.dist.rank, world)
-        return crop_flip(x, params, self.pad_fill)
 
     def train_epoch(
         self,
@@ -243,7 +231,7 @@ class Trainer:
             "train_loss": train_loss,
             "clock": self.clock.name,
             "nvml": nvml,
-            "dist": self._rank_summary(data_wait_s, times.compute_s),
+            "dist": self.dist.epoch_summary(data_wait_s, times.compute_s, self.model, self.device),
             "budget_met": spent,
             "uses_per_load": uses_histogram(uses_per_load) if self.config.adaptive else {},
         }
@@ -261,15 +249,6 @@ class Trainer:
         self.dist.barrier()
         self._forward.train()
         return self.now() - paused
-
-    def _rank_summary(self, data_wait_s: float, compute_s: float) -> dict:
-        if not self.dist.enabled:
-            return {}
-        numel = sum(p.numel() for p in self.model.parameters())
-        return {
-            **self.dist.rank_timings(data_wait_s, compute_s),
-            "allreduce_probe_s": self.dist.allreduce_probe_s(numel, self.device),
-        }
 
     def _next_batch(self, batches, epoch: int, loads: int):
         try:
