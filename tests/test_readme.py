@@ -35,8 +35,6 @@ def test_the_layout_section_names_every_module():
     package = README.parent / "persist"
     for path in sorted(package.rglob("*.py")):
         relative = path.relative_to(package)
-        if relative.name == "__init__.py" and relative.parent != Path("."):
-            name = f"{relative.parent.name}/"
-        else:
-            name = relative.stem if relative.parent == Path(".") or relative.name != "__init__.py" else "__init__"
+        name = f"{relative.parent.name}/" if relative.name == "__init__.py" and relative.parent != Path(".") else ""
+        name = name or relative.name  # a package by its folder, a module by its file name
         assert name in layout, f"README's layout does not name persist/{relative}"
