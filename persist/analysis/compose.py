@@ -31,8 +31,8 @@ def _plans(epochs: pandas.DataFrame) -> pandas.DataFrame:
     out: their K depends on timing, so their convergence belongs to the run, never to another pipeline."""
     plans = epochs.groupby("run").first().reset_index()
     plans["identical"] = plans["pixels"] == BIT_IDENTICAL if "pixels" in plans else True
-    plans = plans[["run", "pipeline", *CELL, "epochs", "identical", "adaptive"]]
-    return plans[~plans["adaptive"].astype(bool)].drop(columns="adaptive")
+    plans = plans[["run", "pipeline", *CELL, "epochs", "identical"]]
+    return plans[~plans["adaptive"].astype(bool)]
 
 
 def refusals(epochs: pandas.DataFrame) -> list[str]:
