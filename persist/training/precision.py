@@ -1,9 +1,10 @@
 """Numeric precision, memory layout and compilation of a run: `--precision fp32|tf32|bf16|fp16`, `--channels-last`,
 `--compile`, decided once per run from the RunConfig and the device.
 
-- fp32: every op in float32 (on CUDA with TF32 tensor cores off, so fp32 means fp32).
-- tf32: float32 tensors, CUDA matmuls and convolutions on TF32 tensor cores; a CUDA-only mode, refused on a CPU
-  (there it would silently be fp32).
+- fp32: float32 tensors with torch's own math settings left as they are (by default IEEE matmuls, and cuDNN
+  convolutions allowed TF32), so runs from before this option keep their numbers; the manifest's `math` records them.
+- tf32: float32 tensors, CUDA matmuls and cuDNN convolutions both on TF32 tensor cores; a CUDA-only mode, refused on
+  a CPU (there it would silently be fp32).
 - bf16 / fp16: torch.autocast around forward and loss; weights, gradients and the optimizer stay float32. fp16 has
   a narrow exponent, so its gradients go through a GradScaler: the loss is scaled up before backward, the gradients
   are unscaled before the optimizer sees them, and a step whose gradients overflowed is skipped. The paper's
@@ -46,9 +47,8 @@ class Precision:
     def __init__(self, precision: str, device: torch.device, channels_last: bool = False):
         check_precision(precision, device)
         self.precision, self.device, self.channels_last = precision, device, channels_last
-        if device.type == "cuda":  # set per process, before the first kernel: fp32 means fp32, tf32 means tf32
-            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-            torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        if device.type == "cuda" and precision == "tf32":  # per process, before the first kernel
+            _allow_tf32()
         self.dtype = AUTOCAST_DTYPES.get(precision)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
@@ -83,6 +83,18 @@ class Precision:
         if self.scaler is not None:
             described["grad_scaler"] = True
         return described
+
+
+def _allow_tf32() -> None:
+    """TF32 for matmuls and cuDNN convolutions, through torch's fp32_precision API where it exists (torch >= 2.9;
+    newer torch warns about mixing it with the older allow_tf32 flags), else through those flags."""
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = "tf32"
+        conv.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def warm_up_compile(step, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):
