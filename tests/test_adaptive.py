@@ -159,3 +159,17 @@ def test_persist_reuse_auto_yields_a_batch_again_only_while_the_next_is_late():
     assert seen == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]
     with pytest.raises(persist.ConfigError, match="cap=1 is not allowed"):
         persist.reuse([], k="auto", cap=1)
+
+
+def test_the_prefetch_thread_runs_its_torch_ops_on_one_core_and_leaves_the_training_threads_alone():
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+
+    def batches():
+        seen.append(torch.get_num_threads())  # inside the prefetch thread
+        yield 1
+
+    assert list(Prefetcher(batches())) == [1]
+    assert seen == [1] and torch.get_num_threads() == before

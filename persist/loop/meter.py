@@ -283,6 +283,12 @@ class Meter:
             epochs=self.seen["epochs"] + 1, loads=loads, steps=current.steps, fresh_samples=current.fresh_samples
         )
 
+    @property
+    def last_epoch(self) -> EpochRecord | None:
+        """The last finished epoch as it will be recorded; its line reaches epochs.jsonl only when its evaluation
+        comes (meter.evaluate), the next epoch starts, or at close()."""
+        return EpochRecord(**self._pending) if self._pending is not None else None
+
     def _flush(self) -> None:
         if self._pending is not None:
             append_record(self.out, EpochRecord(**self._pending))

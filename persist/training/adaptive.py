@@ -36,6 +36,11 @@ class Prefetcher:
         self._thread.start()
 
     def _fill(self, batches: Iterator) -> None:
+        # this thread's own torch ops (a preloaded gather, a normalize) run on one core: with the intra-op pool's
+        # size it would start a second OpenMP team beside the training step's, and on a CPU the two teams' spinning
+        # threads slowed every step by about 1.6x (the bench's auto-overhead check found it). OpenMP's thread count is
+        # per thread, so the training thread keeps its own.
+        torch.set_num_threads(1)
         try:
             for batch in batches:
                 if not self._put(batch):
