@@ -227,3 +227,36 @@ def test_a_missing_or_misshapen_folder_is_one_line(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(FolderError, match="has no class folders"):
         load_dataset(_config(tmp_path))
+
+
+def test_a_sweep_over_a_folder_trains_every_pipeline_in_full(folder, tmp_path, capsys):
+    """Each pipeline resamples the crops its own way, so none is only timed (its convergence could not be borrowed)."""
+    out = tmp_path / "sweep"
+    flags = ["sweep", "--dataset", "imagefolder", "--data-root", str(folder), "--image-size", str(S)]
+    flags += ["--preload-size", "20", "--pipelines", "preloaded,torchvision", "--batch-sizes", "4"]
+    flags += ["--persistencies", "1,2", "--schedules", "constant", "--seeds", "1", "--device", "cpu", "--quiet"]
+    assert main([*flags, "--epochs", "3", "--timing-epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "timing_epochs=1 is not allowed with --dataset imagefolder and several pipelines" in err
+    assert not out.exists()
+    assert main([*flags, "--epochs", "3", "--out", str(out)]) == 0
+    assert "every pipeline trains in full" in capsys.readouterr().out
+    runs = sorted(out.iterdir())
+    assert [run.name for run in runs] == [
+        "preloaded-m4-K1-constant-s0",
+        "preloaded-m4-K2-constant-s0",
+        "torchvision-m4-K1-constant-s0",
+        "torchvision-m4-K2-constant-s0",
+    ]
+    for run in runs:
+        config = json.loads((run / "manifest.json").read_text())["config"]
+        preload_size = 20 if run.name.startswith("preloaded") else None  # an option of one pipeline: its cells
+        assert (config["image_size"], config["preload_size"], config["epochs"]) == (S, preload_size, 3), run.name
+        assert len((run / "epochs.jsonl").read_text().splitlines()) == 3, run.name
+
+
+def test_a_sweep_passes_precision_and_channels_last_to_every_cell():
+    from persist.runs.sweep import grid_from_args
+
+    configs = grid_from_args("cpu", precision="bf16", channels_last=True).configs()
+    assert {(c.precision, c.channels_last) for c in configs} == {("bf16", True)}

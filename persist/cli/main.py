@@ -142,12 +142,18 @@ def _sweep(args: argparse.Namespace) -> int:
         delay_ms=args.delay_ms,
         storage=args.storage or ("jpeg" if args.storage_dir else None),
         storage_dir=args.storage_dir,
+        image_size=args.image_size,
+        preload_size=args.preload_size,
+        precision=args.precision,
+        channels_last=args.channels_last,
         seeds=range(args.seeds) if args.seeds else None,
         timing_epochs=args.timing_epochs,
         full=args.full,
         **{"epochs": args.epochs, **budget_fields(args.budget, args.epochs)},
     )
     names = [run_name(config) for config in grid.configs()]
+    if grid.base.dataset == "imagefolder" and len(grid.pipelines) > 1 and not args.full:
+        console.print("every pipeline trains in full: an image folder's crops differ from pipeline to pipeline")
 
     def on_run(name, config, state):
         console.print(f"[{names.index(name) + 1}/{len(names)}] {name}: {state}", highlight=False)
@@ -234,6 +240,10 @@ def build_parser() -> Parser:
     w.add_argument("--data-root")
     w.add_argument("--storage", help="raw (the presets') | jpeg: every run reads the dataset as JPEG files")
     w.add_argument("--storage-dir", help="read a folder that persist prepare --out wrote (implies --storage jpeg)")
+    w.add_argument("--image-size", type=int, help="--dataset imagefolder: the training crop's side (default 224)")
+    w.add_argument("--preload-size", type=int, help="--dataset imagefolder, preloaded: the stored side P")
+    w.add_argument("--precision", help="fp32 (the presets') | tf32 | bf16 | fp16")
+    w.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs in every run")
     w.add_argument("--device")
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(handler=_sweep)

@@ -8,7 +8,8 @@ schedule, seed), not to the pipeline. The grid's first pipeline trains every cel
 only `timing_epochs` epochs per cell (its time per step), and the report composes its speedup from the first
 pipeline's convergence factor and its own loading factor. A few check cells (the first seed, K=1 and the largest K,
 the first schedule) also run in full on every pipeline, so the report can hold the composition against a measured
-run. `timing_epochs=None` trains every pipeline in full.
+run. `timing_epochs=None` trains every pipeline in full, and so does a sweep over an image folder: each pipeline
+resamples its crops its own way, so no pipeline's convergence stands for another's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from persist.config import (
+    PIPELINE_OPTIONS,
     UNCAPPED_EPOCHS,
     ConfigError,
     PersistError,
@@ -77,6 +79,7 @@ class SweepGrid:
                 continue  # K=1 is the same run under every schedule and reuse variant
             config = replace(
                 self.base,
+                **{name: None for name, owner in PIPELINE_OPTIONS.items() if owner != pipeline},  # its cells only
                 pipeline=pipeline,
                 batch_size=m,
                 **k,
@@ -195,6 +198,10 @@ BASE_OVERRIDES = (
     "delay_ms",
     "storage",
     "storage_dir",
+    "image_size",
+    "preload_size",
+    "precision",
+    "channels_last",
 )
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
@@ -221,5 +228,14 @@ def grid_from_args(preset: str, timing_epochs: int | None = None, full: bool = F
     grid = replace(grid, base=base, **{k: tuple(overrides[k]) for k in AXIS_OVERRIDES if overrides.get(k)})
     if full or timing_epochs is not None:
         grid = replace(grid, timing_epochs=None if full else timing_epochs)
+    if base.dataset == "imagefolder" and len(grid.pipelines) > 1:
+        # each pipeline resamples the folder's crops its own way: no pipeline's convergence stands for another's
+        if timing_epochs is not None:
+            raise ConfigError(
+                f"timing_epochs={timing_epochs} is not allowed with --dataset imagefolder and several pipelines: "
+                "their crops are not bit-identical, so one pipeline's convergence cannot be composed with another's "
+                "loading; every pipeline trains in full"
+            )
+        grid = replace(grid, timing_epochs=None)
     grid.configs()  # RunConfig validates each cell: a bad pipeline name fails here, before any run
     return grid
