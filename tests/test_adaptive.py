@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -122,6 +123,59 @@ def test_the_prefetcher_queues_ahead_hands_errors_over_and_stops():
     endless.close()  # a budget ends the epoch early: the thread stops
     assert not endless._thread.is_alive()
     assert uses_histogram([2, 1, 2, 10]) == {"1": 1, "2": 2, "10": 1}
+
+
+def test_a_paused_prefetcher_starts_no_load_until_resumed():
+    """The trainer pauses it around a mid-epoch evaluation, when its clocks are stopped."""
+    produced = []
+
+    def batches():
+        for i in range(6):
+            produced.append(i)
+            yield i
+
+    prefetch = Prefetcher(batches(), depth=2)
+    deadline = time.monotonic() + 5
+    while len(produced) < 3 and time.monotonic() < deadline:  # 0 and 1 queued, 2 waiting for room
+        time.sleep(0.01)
+    with prefetch.paused():
+        assert [next(prefetch), next(prefetch), next(prefetch)] == [0, 1, 2]
+        time.sleep(0.3)  # room in the queue, and time to fill it
+        assert produced == [0, 1, 2] and not prefetch.ready()
+    assert list(prefetch) == [3, 4, 5]
+    paused_forever = Prefetcher(batches(), depth=1)
+    with paused_forever.paused():
+        paused_forever.close()  # closing a paused prefetcher does not hang
+    assert not paused_forever._thread.is_alive()
+
+
+def test_an_auto_epoch_loads_nothing_while_it_evaluates(tiny_data, tiny_config):
+    """Mid-epoch evaluations stop the training clocks; a load started there would be load time off the clock."""
+    config = replace(tiny_config, persistency=4, adaptive=True, eval_every=64)  # 8 loads, an evaluation every 2
+    trainer = Trainer(config, tiny_data)
+    load_starts, evaluations = [], []
+    epoch = trainer.pipeline.epoch
+
+    def logged_epoch(number):
+        for batch in epoch(number):
+            load_starts.append(time.perf_counter())
+            time.sleep(0.05)  # a slow load: steps consume the queue faster than it fills
+            yield batch
+
+    trainer.pipeline.epoch = logged_epoch
+    real_evaluate = trainer.evaluate
+
+    def slow_evaluate():
+        start = time.perf_counter()
+        time.sleep(0.2)  # room for 3 loads, were they allowed
+        evaluations.append((start, time.perf_counter()))
+        return real_evaluate()
+
+    trainer.evaluate = slow_evaluate
+    trainer.train_epoch(1, on_eval=lambda record: None)
+    assert len(evaluations) == 3 and len(load_starts) == 8
+    inside = [t for t in load_starts for start, end in evaluations if start + 0.01 < t < end]
+    assert inside == []  # the load under way when a pause begins finishes; no other starts
 
 
 def test_persist_train_auto_records_the_uses_per_load(tmp_path):

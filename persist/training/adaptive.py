@@ -14,6 +14,7 @@ stay on the device and nothing here synchronizes with it.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -32,6 +33,8 @@ class Prefetcher:
     def __init__(self, batches: Iterator, depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
+        self._go = threading.Event()  # cleared while paused: no load starts
+        self._go.set()
         self._thread = threading.Thread(target=self._fill, args=(batches,), name="persist-prefetch", daemon=True)
         self._thread.start()
 
@@ -42,12 +45,30 @@ class Prefetcher:
         # per thread, so the training thread keeps its own.
         torch.set_num_threads(1)
         try:
-            for batch in batches:
-                if not self._put(batch):
-                    return  # closed: the epoch ended early (a budget, an error)
-            self._put(_END)
+            while self._wait_go():
+                batch = next(batches, _END)
+                if not self._put(batch) or batch is _END:
+                    return  # closed (the epoch ended early: a budget, an error), or the epoch is over
         except BaseException as error:  # handed to the consumer, which raises it where the batch was due
             self._put(error)
+
+    def _wait_go(self) -> bool:
+        """Wait while paused; False once closed."""
+        while not self._go.wait(timeout=0.05):
+            if self._stop.is_set():
+                return False
+        return not self._stop.is_set()
+
+    @contextlib.contextmanager
+    def paused(self):
+        """No load starts inside this block (one already under way finishes). The trainer pauses around a mid-epoch
+        evaluation: its clocks stop there, and loading on a stopped clock would hide load time that a fixed K's
+        synchronous load pays in full (the auto study found 1.0 s of 8.4 s of planted delay hidden this way)."""
+        self._go.clear()
+        try:
+            yield
+        finally:
+            self._go.set()
 
     def _put(self, item) -> bool:
         """Queue `item`, waiting for room but not past close(); False once closed."""

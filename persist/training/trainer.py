@@ -8,6 +8,7 @@ the device, so nothing waits for the GPU inside the loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -206,7 +207,8 @@ class Trainer:
                     break
                 fresh = self.counters.seen["fresh_samples"] + loads * global_m
                 if on_eval is not None and fresh >= self.counters.next_eval and loads < len(self.pipeline):
-                    paused_s += self._evaluate_inside(epoch, loads, steps, start + paused_s, on_eval)
+                    with batches.paused() if self.config.adaptive else contextlib.nullcontext():
+                        paused_s += self._evaluate_inside(epoch, loads, steps, start + paused_s, on_eval)
             self.sync()  # deliberate sync: the epoch ends when the device is done
             wall_s = self.now() - start - paused_s
         finally:
