@@ -166,3 +166,32 @@ def test_mismatched_configs_are_refused_on_every_rank(tmp_path):
     torch.multiprocessing.spawn(_check_configs, args=(2, port, tmp_path), nprocs=2)
     for rank in (0, 1):
         assert (tmp_path / f"rank{rank}").read_text() == "rank 1's config differs from rank 0's in persistency"
+
+
+def test_close_frees_ddp_while_the_group_is_still_there(tmp_path):
+    """DDP sits in reference cycles; freed only after destroy_process_group (at exit), its reducer aborted a rank
+    ("terminate called without an active exception"). close() collects it first. Automatic collection is off here,
+    so without that collect DDP would outlive the group and the check below would read False."""
+    import gc
+    import weakref
+
+    from persist.training.dist import DistContext
+
+    store = torch.distributed.FileStore(str(tmp_path / "store"), 1)
+    torch.distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    gc.disable()
+    try:
+        context = DistContext(0, 2, 0, "gloo")  # a context that wraps; its group here has one rank
+        ddp = context.wrap(torch.nn.Linear(4, 2), torch.device("cpu"))
+        ddp(torch.randn(3, 4)).sum().backward()
+        group_alive_when_freed = []
+        weakref.finalize(ddp, lambda: group_alive_when_freed.append(torch.distributed.is_initialized()))
+        del ddp
+        context.close()
+        gc.collect()
+        assert group_alive_when_freed == [True]
+        assert not torch.distributed.is_initialized()
+    finally:
+        gc.enable()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
