@@ -12,7 +12,9 @@ import statistics
 import time
 from dataclasses import replace
 
-from conftest import CHECK_CAP_S, assert_checks, record_durations
+from cells import assert_checks, record_durations
+
+from conftest import CHECK_CAP_S
 from persist.benchjson import schema
 from persist.measure import NullClock, make_clock
 from persist.stats import sequential_pairs
@@ -68,7 +70,7 @@ def bench_clock_overhead(benchmark, setup, bench_data):
         checks=[check.as_dict()],
     )
     benchmark.extra_info.update(schema.to_extra_info(info))
-    assert_checks(setup, [check])
+    assert_checks([check], setup.strict)
 
 
 def expected_epoch_s(loads: int, per_load_s: float, compute_s: float, overlapped: bool) -> float:
@@ -128,7 +130,7 @@ def bench_planted_delay(benchmark, setup, bench_data):
         checks=[c.as_dict() for c in checks],
     )
     benchmark.extra_info.update(schema.to_extra_info(info))
-    assert_checks(setup, checks)
+    assert_checks(checks, setup.strict)
 
 
 def bench_auto_overhead(benchmark, setup, bench_data):
@@ -161,4 +163,4 @@ def bench_auto_overhead(benchmark, setup, bench_data):
         checks=[check.as_dict()],
     )
     benchmark.extra_info.update(schema.to_extra_info(info))
-    assert_checks(setup, [check])
+    assert_checks([check], setup.strict)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from cells import assert_checks, record_durations
 
 import persist
-from conftest import CHECK_CAP_S, assert_checks, record_durations
+from conftest import CHECK_CAP_S
 from persist.analysis.whatif import measured_of, whatif
 from persist.benchjson import schema
 from persist.forecast import forecast
@@ -98,4 +99,4 @@ def bench_whatif_forecasts_k2(benchmark, setup, tmp_path, one_thread):
         checks=[check.as_dict()],
     )
     benchmark.extra_info.update(schema.to_extra_info(info))
-    assert_checks(setup, [check])
+    assert_checks([check], setup.strict)

@@ -6,23 +6,16 @@ pytest bench --persist-profile paper --persist-device cuda:1
 
 from __future__ import annotations
 
-import math
-import statistics
-import time
 from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
-from persist.benchjson import schema
 from persist.config import PROFILES, ConfigError, RunConfig
 from persist.data import load_dataset
 from persist.data.pipelines.dali_loader import dali_available
-from persist.measure.machine import device_name
 from persist.measure.machine import machine_info as persist_machine_info
-from persist.registries import plugins
 from persist.training.device import resolve_device
-from persist.training.trainer import Trainer
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
 PERSISTENCIES = (1, 2, 5, "auto")  # auto: --persistency auto (cap 8), its K chosen by the loader's timing
@@ -192,96 +185,6 @@ def pipeline(request):
         if not ok:
             pytest.skip(why)
     return request.param
-
-
-def median_of(rounds: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in rounds)
-
-
-def record_durations(benchmark, durations_s: list[float]) -> None:
-    """Give pytest-benchmark round times measured by the cell itself, as its stats for this benchmark.
-
-    pedantic times its whole call; a training epoch's call also stops the NVML sampler and resolves the step clock
-    after `wall_s` is taken, and a sequential check decides its number of rounds as it goes. So such cells time
-    themselves and hand the times over here: the benchmark's stats (the summary's epoch time and what `persist
-    compare` reads) are then exactly the figures extra_info reports. Uses pytest-benchmark 5's fixture internals
-    (`_make_stats`, the stats pedantic itself would fill)."""
-    if benchmark.disabled:  # --benchmark-disable: nothing is recorded
-        return
-    benchmark._mode = "benchmark.pedantic(...)"  # the fixture counts as used, as after pedantic
-    stats = benchmark._make_stats(1)
-    for duration in durations_s:
-        stats.update(duration)
-
-
-def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1) -> list[dict]:
-    """Whole training epochs (each a new epoch number), timed by their own wall_s: every round's stats are returned,
-    warm-up first, each with `outside_wall_s`, the call's time outside wall_s (the NVML sampler's stop and the step
-    clock's resolve, which run after the epoch's end is taken). A loss that turns non-finite is not an error here:
-    the bench measures time, and the rounds go on."""
-    results = []
-    for epoch in range(1, warmup_rounds + rounds + 1):
-        start = time.perf_counter()
-        result = trainer.train_epoch(epoch)
-        results.append({**result, "outside_wall_s": time.perf_counter() - start - result["wall_s"]})
-    record_durations(benchmark, [r["wall_s"] for r in results[warmup_rounds:]])
-    return results
-
-
-def assert_checks(setup: BenchSetup, checks) -> None:
-    """A failed check fails its cell; an inconclusive one does too under --persist-strict."""
-    bad = {"fail", "inconclusive"} if setup.strict else {"fail"}
-    failed = [c.message() for c in checks if c.verdict in bad]
-    assert not failed, "; ".join(failed)
-
-
-def divergence(rounds: list[dict]) -> dict:
-    """Whether the model's loss became NaN/inf in any round (warm-up included), and the first such epoch."""
-    bad = [r["epoch"] for r in rounds if not math.isfinite(r["train_loss"])]
-    return {"diverged": bool(bad), "diverged_epoch": bad[0] if bad else None}
-
-
-def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], warmup_rounds: int = 1) -> dict:
-    timed = rounds[warmup_rounds:]
-    wall_s = median_of(timed, "wall_s")
-    last = timed[-1]
-    info = schema.TrainEpoch(
-        **divergence(rounds),
-        train_loss_last=last["train_loss"],
-        pipeline=config.pipeline,
-        batch_size=config.batch_size,
-        persistency=config.persistency,
-        lr_schedule=config.lr_schedule,
-        storage=config.storage,
-        augment=config.augment,
-        reuse=config.reuse,
-        delay_ms=config.delay_ms,
-        model=config.model,
-        precision=config.precision,
-        channels_last=config.channels_last,
-        compile=config.compile,
-        compile_s=trainer.compile_s,
-        adaptive=config.adaptive,
-        uses_per_load=last["uses_per_load"],
-        device=device_name(trainer.device),
-        clock=last["clock"],
-        wall_s=wall_s,
-        data_wait_s=median_of(timed, "data_wait_s"),
-        compute_s=median_of(timed, "compute_s"),
-        gpu_idle_s=median_of(timed, "gpu_idle_s"),
-        outside_wall_s=median_of(timed, "outside_wall_s") if all("outside_wall_s" in r for r in timed) else None,
-        loads=last["loads"],
-        steps=last["steps"],
-        fresh_samples=last["fresh_samples"],
-        sample_steps=last["sample_steps"],
-        fresh_img_per_s=last["fresh_samples"] / wall_s,
-        sample_steps_per_s=last["sample_steps"] / wall_s,
-        nvml=last["nvml"],
-        config=config.as_dict(),
-        pipeline_options=trainer.pipeline.describe(),
-        plugins=plugins(config.as_dict()),
-    )
-    return schema.to_extra_info(info)
 
 
 @pytest.fixture

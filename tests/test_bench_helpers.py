@@ -17,8 +17,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.fixture(scope="module")
-def bench_conftest():
-    spec = importlib.util.spec_from_file_location("bench_conftest", BENCH / "conftest.py")
+def bench_cells():
+    spec = importlib.util.spec_from_file_location("bench_cells", BENCH / "cells.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
     spec.loader.exec_module(module)
@@ -26,15 +26,15 @@ def bench_conftest():
     del sys.modules[spec.name]
 
 
-def test_a_diverged_cell_is_recorded_with_its_first_bad_epoch(bench_conftest, tiny_data, tiny_config):
+def test_a_diverged_cell_is_recorded_with_its_first_bad_epoch(bench_cells, tiny_data, tiny_config):
     config = replace(tiny_config, lr=1e6)
     trainer = Trainer(config, tiny_data)
     rounds = [trainer.train_epoch(e) for e in (1, 2, 3)]  # what run_epochs collects: warm-up, then timed rounds
-    info = bench_conftest.epoch_extra_info(config, trainer, rounds)
+    info = bench_cells.epoch_extra_info(config, trainer, rounds)
     assert info["diverged"] is True and info["diverged_epoch"] == 1
     assert not math.isfinite(info["train_loss_last"]) and info["wall_s"] > 0 and info["steps"] == 8
     healthy = Trainer(tiny_config, tiny_data)
-    info = bench_conftest.epoch_extra_info(tiny_config, healthy, [healthy.train_epoch(1), healthy.train_epoch(2)])
+    info = bench_cells.epoch_extra_info(tiny_config, healthy, [healthy.train_epoch(1), healthy.train_epoch(2)])
     assert info["diverged"] is False and info["diverged_epoch"] is None
 
 
@@ -48,15 +48,15 @@ class _StubBenchmark:
         return type("Stats", (), {"update": lambda _, d: self.durations.append(d)})()
 
 
-def test_an_epoch_cell_is_timed_by_the_epochs_own_wall_s(bench_conftest, tiny_data, tiny_config):
+def test_an_epoch_cell_is_timed_by_the_epochs_own_wall_s(bench_cells, tiny_data, tiny_config):
     """The benchmark's rounds are exactly the timed epochs' wall_s (what the summary and `persist compare` read), and
     the epoch call's time outside wall_s (NVML stop, clock resolve) is reported apart."""
     benchmark, trainer = _StubBenchmark(), Trainer(tiny_config, tiny_data)
-    rounds = bench_conftest.run_epochs(benchmark, trainer, rounds=2)
+    rounds = bench_cells.run_epochs(benchmark, trainer, rounds=2)
     assert [r["epoch"] for r in rounds] == [1, 2, 3]
     assert benchmark.durations == [r["wall_s"] for r in rounds[1:]] and benchmark._mode is not None
     assert all(r["outside_wall_s"] >= 0 for r in rounds)
-    info = bench_conftest.epoch_extra_info(tiny_config, trainer, rounds)
+    info = bench_cells.epoch_extra_info(tiny_config, trainer, rounds)
     assert info["wall_s"] == pytest.approx(statistics.median(benchmark.durations)) and info["outside_wall_s"] >= 0
 
 
