@@ -119,7 +119,10 @@ def test_a_claim_is_judged_seed_by_seed():
     lost = claim_lines(_claim_runs([nan, nan], [nan, nan], k1_epochs=4.0, k1_seconds=4.0))
     assert "**did not hold (0 of 2 seeds)**" in lost[0]
     undecided = claim_lines(_claim_runs([nan], [nan], k1_epochs=nan, k1_seconds=nan))
-    assert "**undecided (no seed reached the target)**" in undecided[0]
+    assert "**undecided (no seed could decide it: both runs missed the target" in undecided[0]
+    # a target the untrained model meets: every run is there at 0 epochs and 0 s, which decides nothing either
+    at_origin = claim_lines(_claim_runs([0.0, 0.0], [0.0, 0.0], k1_epochs=0.0, k1_seconds=0.0))
+    assert "**undecided (no seed could decide it" in at_origin[0] and "did not hold" not in at_origin[0]
 
 
 @pytest.fixture(scope="module")

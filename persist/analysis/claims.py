@@ -3,7 +3,8 @@
 Each claim is judged seed by seed: a K run against the K=1 run of the same pipeline, m and seed (or k*mu against
 constant lr), so that seed-to-seed spread cannot pass for an effect. A claim *held* when it held in every seed that
 could decide it, *did not hold* when it held in none, and is *mixed* otherwise. A run that never reached the target
-took longer than any run that did; two runs that both missed it decide nothing. The paper's m = 256 and 512 are
+took longer than any run that did; two runs that both missed it decide nothing, and neither do two that met it
+before their first step (a target the untrained model meets). The paper's m = 256 and 512 are
 stood in for by the sweep's largest m, and its m = 32 by the smallest; the verdicts say which m they used.
 """
 
@@ -15,8 +16,9 @@ import pandas
 
 
 def _sooner(a: float, b: float) -> bool | None:
-    """Whether `a` comes strictly sooner than `b` (NaN: never reached); None when neither was reached."""
-    if math.isnan(a) and math.isnan(b):
+    """Whether `a` comes strictly sooner than `b` (NaN: never reached); None when neither was reached, or when both
+    were there before any training (0: the untrained model already met the target, a target set too low)."""
+    if (math.isnan(a) and math.isnan(b)) or (a == 0 and b == 0):
         return None
     return not math.isnan(a) and (math.isnan(b) or a < b)
 
@@ -41,7 +43,7 @@ def _per_epoch_and_second(a, b, wins_per_second: bool) -> bool | None:
 def _verdict(outcomes: list[bool | None]) -> str:
     decided = [o for o in outcomes if o is not None]
     if not decided:
-        return "undecided (no seed reached the target)"
+        return "undecided (no seed could decide it: both runs missed the target, or the untrained model met it)"
     held = sum(decided)
     word = "held" if held == len(decided) else "did not hold" if held == 0 else "mixed"
     return f"{word} ({held} of {len(decided)} seeds)"
