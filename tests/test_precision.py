@@ -35,6 +35,9 @@ def test_bf16_channels_last_trains_on_the_cpu_and_the_manifest_says_so(tmp_path)
 def test_tf32_on_a_cpu_and_an_unknown_precision_are_one_line(tmp_path, capsys):
     assert main(["train", *SMALL, "--precision", "tf32", "--out", str(tmp_path / "a")]) == 2
     assert "TF32 is a CUDA tensor-core mode" in capsys.readouterr().err
+    assert main(["sweep", "--precision", "tf32", "--device", "cpu", "--out", str(tmp_path / "s")]) == 2
+    assert "TF32 is a CUDA tensor-core mode" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "s").exists()  # refused before any folder is made
     with pytest.raises(ConfigError, match="precision='fp8' is not allowed"):
         RunConfig(precision="fp8")
 

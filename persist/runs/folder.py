@@ -34,6 +34,7 @@ from persist.runs.records import (
     write_atomic,
     write_json_atomic,
 )
+from persist.training.device import check_runs_here
 from persist.training.dist import DistContext
 from persist.training.models import parameter_count
 from persist.training.trainer import DivergedError, Trainer
@@ -168,6 +169,8 @@ def train_run(
 
     With several ranks every rank calls this; rank 0 alone reads and writes the folder."""
     out, dist = Path(out), dist or DistContext()
+    if trainer is None:
+        check_runs_here(config, dist)  # a device or precision this machine lacks: one line, no folder made
     dist.check_same_config(config)
     lock = RunLock(out)  # under torchrun rank 0 alone takes it: it alone writes the folder
     records = dist.on_main(lambda: _open_folder(out, config, resume, lock))

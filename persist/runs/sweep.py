@@ -33,6 +33,7 @@ from persist.data import load_dataset
 from persist.runs.folder import make_folder, train_run
 from persist.runs.lock import RunLock
 from persist.runs.records import EpochRecord, read_manifest, read_records
+from persist.training.device import check_runs_here
 from persist.training.trainer import DivergedError, Trainer
 
 
@@ -146,6 +147,7 @@ def run_sweep(
 ) -> list[Path]:
     """Run every cell not yet finished into out/<run_name>; finished cells are skipped, partial ones resumed. The
     sweep holds `out`'s lock throughout (one sweep per folder), and each run its own folder's."""
+    check_runs_here(grid.base)  # every cell shares the base's device and precision: refused before any folder
     make_folder(out)
     with RunLock(out, "sweep"):
         return _run_cells(grid, out, on_run, on_epoch)

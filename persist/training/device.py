@@ -6,8 +6,9 @@ import os
 
 import torch
 
-from persist.config import ConfigError
+from persist.config import ConfigError, RunConfig
 from persist.training.dist import DistContext
+from persist.training.precision import check_precision
 
 
 def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:
@@ -19,6 +20,12 @@ def resolve_device(spec: str, dist: DistContext | None = None) -> torch.device:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
+
+
+def check_runs_here(config: RunConfig, dist: DistContext | None = None) -> None:
+    """Refuse, before any folder is made, what cannot run on this machine: a device it lacks, or a precision its
+    device lacks (tf32 on a CPU). The Trainer checks both again where it decides the device."""
+    check_precision(config.precision, resolve_device(config.device, dist))
 
 
 def _decide_device(spec: str, dist: DistContext | None) -> torch.device:
