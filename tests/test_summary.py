@@ -90,7 +90,7 @@ def test_a_diverged_cell_is_marked_and_the_ratio_checks_are_shown(capsys):
 
 
 def test_the_checks_table_shows_each_verdict_with_its_pairs_half_width_and_cap():
-    from persist.benchjson.summary import check_rows, render_checks
+    from persist.benchjson.checks import check_rows, render_checks
     from persist.stats import ratio_check
 
     def bench(name, ratios, **how):

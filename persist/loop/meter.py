@@ -19,7 +19,7 @@ from __future__ import annotations
 import atexit
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import torch
 
 from persist.errors import ConfigError, PersistError
 from persist.loop.files import append_meter_line
+from persist.loop.handles import EpochSums, Step, Timed
 from persist.loop.record import (
     LOADER_KINDS,
     check_new_folder,
@@ -38,61 +39,6 @@ from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler, open_sampler
 from persist.runs.records import EpochRecord, EvalRecord, append_record
-
-
-class _Epoch:
-    """One epoch's running sums."""
-
-    def __init__(self, number: int, start: float):
-        self.number, self.start, self.last_active = number, start, start
-        self.data_wait_s, self.first_wait_s, self.paused_s = 0.0, None, 0.0
-        self.loads = self.steps = self.fresh_samples = self.sample_steps = 0
-        self.fresh_pending, self.loss_sum = False, None
-
-
-class Step:
-    """The handle of one meter.step(): `loss(tensor)` adds the step's loss on the device, with no host sync."""
-
-    def __init__(self, epoch: _Epoch, samples: int):
-        self._epoch, self.samples = epoch, samples
-
-    def loss(self, loss: torch.Tensor, reduction: str = "mean") -> None:
-        """`loss`: the step's loss tensor, the batch's mean (PyTorch's default) or, with reduction="sum", its sum.
-        train_loss is then the mean per-example loss of the epoch, as the trainer records it."""
-        if reduction not in ("mean", "sum"):
-            raise ConfigError(f"reduction={reduction!r} is not allowed: mean or sum")
-        value = loss.detach()
-        summed = value * self.samples if reduction == "mean" else value
-        if self._epoch.loss_sum is None:
-            self._epoch.loss_sum = torch.zeros((), dtype=torch.float64, device=value.device)
-        self._epoch.loss_sum.add_(summed)
-
-
-class Timed:
-    """An iterable whose every next() is timed as data wait of the meter's current epoch. See Meter.timed."""
-
-    def __init__(self, meter: Meter, iterable: Iterable):
-        self.meter, self.iterable = meter, iterable
-
-    def __len__(self) -> int:
-        return len(self.iterable)
-
-    def note_reuse(self, k: int, schedule: str, adaptive: bool = False) -> None:  # persist.reuse: K on record
-        self.meter.seen.update(k=k, schedule=schedule, adaptive=adaptive)
-
-    def __iter__(self) -> Iterator:
-        meter, now = self.meter, self.meter.now
-        start = now()
-        iterator = iter(self.iterable)  # a DataLoader starts its workers here: part of the first fetch's wait
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                meter._fetched(start, now(), got=False)
-                return
-            meter._fetched(start, now(), got=True)
-            yield item
-            start = now()
 
 
 class Meter:
@@ -130,7 +76,7 @@ class Meter:
         self.now = now
         self.seen: dict = {"loader": loader, "epochs": 0}  # what the manifest's derived columns come from
         self.totals = {"fresh_samples": 0, "sample_steps": 0, "steps": 0, "train_s": 0.0}
-        self._current: _Epoch | None = None
+        self._current: EpochSums | None = None
         self._pending: dict | None = None  # the last epoch's record, waiting for its evaluation
         self._last_number, self._last_steps, self._ended_at = 0, 0, None
         self._closed, self._stopped = False, None
@@ -155,7 +101,7 @@ class Meter:
         self.sampler.start()
         try:
             self.sync()  # deliberate sync: the epoch starts on an idle device
-            current = self._current = _Epoch(number, self.now())
+            current = self._current = EpochSums(number, self.now())
             yield current
             self.sync()  # deliberate sync: the epoch ends when the device is done
             wall_s = self.now() - current.start - current.paused_s
@@ -242,7 +188,7 @@ class Meter:
 
     # internals --------------------------------------------------------------------------------------------------
 
-    def _require_epoch(self, what: str) -> _Epoch:
+    def _require_epoch(self, what: str) -> EpochSums:
         if self._current is None:
             raise PersistError(f"{what} outside `with meter.epoch(n):`: steps and fetches belong to an epoch")
         return self._current
@@ -257,7 +203,7 @@ class Meter:
             current.loads += 1
             current.fresh_pending = True
 
-    def _end_epoch(self, current: _Epoch, wall_s: float, nvml: dict) -> None:
+    def _end_epoch(self, current: EpochSums, wall_s: float, nvml: dict) -> None:
         times = self.clock.resolve()
         # deliberate sync, once per epoch: the loss summed on the device
         loss_sum = math.nan if current.loss_sum is None else current.loss_sum.item()

@@ -1,0 +1,64 @@
+"""What Meter's context managers hand the loop: an epoch's running sums, a step's handle, and the timed loader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import torch
+
+from persist.errors import ConfigError
+
+
+class EpochSums:
+    """One epoch's running sums."""
+
+    def __init__(self, number: int, start: float):
+        self.number, self.start, self.last_active = number, start, start
+        self.data_wait_s, self.first_wait_s, self.paused_s = 0.0, None, 0.0
+        self.loads = self.steps = self.fresh_samples = self.sample_steps = 0
+        self.fresh_pending, self.loss_sum = False, None
+
+
+class Step:
+    """The handle of one meter.step(): `loss(tensor)` adds the step's loss on the device, with no host sync."""
+
+    def __init__(self, epoch: EpochSums, samples: int):
+        self._epoch, self.samples = epoch, samples
+
+    def loss(self, loss: torch.Tensor, reduction: str = "mean") -> None:
+        """`loss`: the step's loss tensor, the batch's mean (PyTorch's default) or, with reduction="sum", its sum.
+        train_loss is then the mean per-example loss of the epoch, as the trainer records it."""
+        if reduction not in ("mean", "sum"):
+            raise ConfigError(f"reduction={reduction!r} is not allowed: mean or sum")
+        value = loss.detach()
+        summed = value * self.samples if reduction == "mean" else value
+        if self._epoch.loss_sum is None:
+            self._epoch.loss_sum = torch.zeros((), dtype=torch.float64, device=value.device)
+        self._epoch.loss_sum.add_(summed)
+
+
+class Timed:
+    """An iterable whose every next() is timed as data wait of the meter's current epoch. See Meter.timed."""
+
+    def __init__(self, meter, iterable: Iterable):  # meter: the persist.Meter that made it
+        self.meter, self.iterable = meter, iterable
+
+    def __len__(self) -> int:
+        return len(self.iterable)
+
+    def note_reuse(self, k: int, schedule: str, adaptive: bool = False) -> None:  # persist.reuse: K on record
+        self.meter.seen.update(k=k, schedule=schedule, adaptive=adaptive)
+
+    def __iter__(self) -> Iterator:
+        meter, now = self.meter, self.meter.now
+        start = now()
+        iterator = iter(self.iterable)  # a DataLoader starts its workers here: part of the first fetch's wait
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                meter._fetched(start, now(), got=False)
+                return
+            meter._fetched(start, now(), got=True)
+            yield item
+            start = now()
