@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order, loads_per_epoch
 from persist.data.folder import decode_rgb
+from persist.data.pipelines.torchvision_loader import EpochBatchSampler
 from persist.data.resized_crop import Windows, eval_resize, resized_crop_one, rrc_windows
 from persist.errors import ConfigError
 
@@ -50,26 +51,18 @@ class FolderDataset(Dataset):
         return self.normalizer(image), self.labels[index]
 
 
-class FolderBatchSampler(Sampler[list[tuple]]):
+class FolderBatchSampler(EpochBatchSampler):
     """The shared order's batches, each sample with its window: (index, top, left, height, width, flip)."""
 
     def __init__(self, sizes: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.sizes, self.batch_size, self.seed, self.current_epoch = sizes, batch_size, seed, 0
-        self.rank, self.world_size = rank, world_size
+        super().__init__(len(sizes), batch_size, seed, rank, world_size)
+        self.sizes = sizes
 
-    def set_epoch(self, epoch: int) -> None:
-        self.current_epoch = epoch
-
-    def __len__(self) -> int:
-        return loads_per_epoch(len(self.sizes), self.batch_size, self.world_size)
-
-    def __iter__(self) -> Iterator[list[tuple]]:
-        order = epoch_order(len(self.sizes), self.seed, self.current_epoch)
-        for load, index in enumerate(batch_indices(order, self.batch_size, self.rank, self.world_size)):
-            windows = rrc_windows(
-                self.sizes[index], self.seed, self.current_epoch, load, self.batch_size, self.rank, self.world_size
-            )
-            yield [(i, *row) for i, row in zip(index.tolist(), windows.rows(), strict=True)]
+    def items(self, load: int, index: torch.Tensor) -> list[tuple]:
+        windows = rrc_windows(
+            self.sizes[index], self.seed, self.current_epoch, load, self.batch_size, self.rank, self.world_size
+        )
+        return [(i, *row) for i, row in zip(index.tolist(), windows.rows(), strict=True)]
 
 
 class FolderTorchvisionPipeline:

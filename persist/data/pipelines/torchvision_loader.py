@@ -69,14 +69,17 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return loads_per_epoch(self.n, self.batch_size, self.world_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         order = epoch_order(self.n, self.seed, self.current_epoch)
         for load, index in enumerate(batch_indices(order, self.batch_size, self.rank, self.world_size)):
-            if not self.augment:
-                yield index.tolist()
-                continue
-            p = crop_flip_params(self.seed, self.current_epoch, load, 1, self.batch_size, self.rank, self.world_size)
-            yield list(zip(index.tolist(), p.top.tolist(), p.left.tolist(), p.flip.tolist(), strict=True))
+            yield self.items(load, index)
+
+    def items(self, load: int, index: torch.Tensor) -> list:
+        """What each sample of one load carries to its worker: its index and, with `augment`, its crop-flip."""
+        if not self.augment:
+            return index.tolist()
+        p = crop_flip_params(self.seed, self.current_epoch, load, 1, self.batch_size, self.rank, self.world_size)
+        return list(zip(index.tolist(), p.top.tolist(), p.left.tolist(), p.flip.tolist(), strict=True))
 
 
 class TorchvisionPipeline:
