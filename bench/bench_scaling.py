@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from persist.benchjson import schema
-from persist.runs.records import read_manifest, read_records
+from persist.records import read_manifest, read_records
 from persist.training.dist import torchrun_command
 
 RANKS = 2

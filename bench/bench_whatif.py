@@ -26,8 +26,7 @@ from conftest import CHECK_CAP_S
 from persist.analysis.whatif import measured_of, whatif
 from persist.benchjson import schema
 from persist.forecast import forecast
-from persist.loop.files import read_meter_lines
-from persist.runs.records import read_records
+from persist.records import read_meter_lines, read_records
 from persist.stats import sequential_pairs
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_loop.py"

@@ -10,7 +10,7 @@ import time
 from persist.benchjson import schema
 from persist.config import RunConfig
 from persist.measure.machine import device_name
-from persist.registries import plugins
+from persist.registry import plugins
 from persist.training.trainer import Trainer
 
 

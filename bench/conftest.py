@@ -11,9 +11,10 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-from persist.config import PROFILES, ConfigError, RunConfig
+from persist.config import PROFILES, RunConfig
 from persist.data import load_dataset
 from persist.data.pipelines.dali_loader import dali_available
+from persist.errors import ConfigError
 from persist.measure.machine import machine_info as persist_machine_info
 from persist.training.device import resolve_device
 

@@ -1,6 +1,6 @@
 """Run configuration: one frozen dataclass that validates itself, and the named size profiles.
 
-argparse lives only in cli.py; everything below it takes a RunConfig. `asdict(config)` is written into every run's
+argparse lives only in persist/cli/; everything below it takes a RunConfig. `asdict(config)` is written into every run's
 manifest, so a record can always be traced back to exactly what produced it.
 """
 
@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from persist.errors import ConfigError, PersistError
-from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
+from persist.registry import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
 from persist.validation import at_least, check_device, one_of, positive, registered
 
 __all__ = ["ConfigError", "PersistError", "RunConfig"]
@@ -69,7 +69,7 @@ class RunConfig:
     precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     channels_last: bool = False  # NHWC weights and inputs
     compile: bool = False  # torch.compile the training forward; compiled once before the first epoch (compile_s)
-    # --dataset imagefolder (persist/data/folder.py): ImageNet preprocessing to image_size (None: 224) on every pipeline
+    # --dataset imagefolder (data/imagefolder.py): ImageNet preprocessing to image_size (None: 224) on every pipeline
     image_size: int | None = None
     skip_bad_files: bool = False  # leave undecodable files out (listed in the manifest) instead of refusing the folder
     preload_size: int | None = None  # preloaded pipeline: each image stored P x P on the device (None: S / 0.875)

@@ -21,3 +21,23 @@ class PipelineError(PersistError):
 
 class DivergedError(PersistError):
     """The training loss became NaN or infinite."""
+
+
+class DataError(PersistError):
+    """A dataset is missing or unreadable."""
+
+
+class FolderError(PersistError):
+    """The image folder is missing, empty, laid out otherwise, or holds a file that cannot be decoded."""
+
+
+class StorageError(ConfigError):
+    """A storage folder holds something else, or is damaged."""
+
+
+class DecodeError(StorageError):
+    """A stored file cannot be decoded into an image of the dataset's shape."""
+
+
+class RunDirError(PersistError):
+    """The output folder cannot take this run."""

@@ -6,7 +6,8 @@ import pandas
 import pytest
 
 from persist.analysis.decomposition import decomposition, per_run
-from persist.config import PersistError, RunConfig
+from persist.config import RunConfig
+from persist.errors import PersistError
 from persist.stats import mean_ci
 
 

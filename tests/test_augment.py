@@ -8,11 +8,12 @@ from test_pipelines import _epoch
 
 from conftest import HAS_DALI
 from persist.cli.main import main
-from persist.config import ConfigError, RunConfig
+from persist.config import RunConfig
 from persist.data import batch_indices, epoch_order
 from persist.data.augment import PAD, crop_flip, crop_flip_params
 from persist.data.base import Normalizer
-from persist.runs.records import read_records
+from persist.errors import ConfigError
+from persist.records import read_records
 from persist.training.trainer import Trainer
 
 

@@ -11,7 +11,7 @@ from persist.analysis.claims import claim_lines
 from persist.analysis.compose import checks, sources
 from persist.analysis.decomposition import composed_runs, decomposition
 from persist.cli.main import main
-from persist.runs.records import load_runs, read_records
+from persist.records import load_runs, read_records
 
 
 def _grid():
@@ -186,7 +186,7 @@ def test_sweep_refuses_timing_epochs_with_full(tmp_path, capsys):
 
 
 def test_a_run_that_diverged_before_its_first_epoch_counts_as_a_miss(tmp_path):
-    from persist.runs.records import load_unfinished
+    from persist.records import load_unfinished
 
     runs = _claim_runs([2.0, 3.0], [3.0, 3.0], schedule="constant")
     linear = runs[runs["persistency"] == 5].assign(lr_schedule="linear", seconds_to_target=2.0)
@@ -203,7 +203,7 @@ def test_a_run_that_diverged_before_its_first_epoch_counts_as_a_miss(tmp_path):
 
 
 def test_a_sweep_can_cross_reuse_variants_and_refuses_reaugment_without_crop_flip():
-    from persist.config import ConfigError
+    from persist.errors import ConfigError
     from persist.runs.sweep import grid_from_args, run_name
 
     grid = grid_from_args("cpu", pipelines=["preloaded"], batch_sizes=[32], persistencies=[1, 2], seeds=range(1),

@@ -1,6 +1,7 @@
 import pytest
 
-from persist.config import ConfigError, RunConfig, from_dict, with_profile
+from persist.config import RunConfig, from_dict, with_profile
+from persist.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import write_cifar_folder
-from persist.config import ConfigError, RunConfig
+from persist.config import RunConfig
 from persist.data import batch_indices, epoch_order, load_dataset
-from persist.data.datasets import DataError, channel_stats, cifar10, digits, synthetic
+from persist.data.datasets import channel_stats, cifar10, digits, synthetic
+from persist.errors import ConfigError, DataError
 
 
 def test_epoch_order_is_a_seeded_permutation():

@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 
-from persist.config import ConfigError, RunConfig
+from persist.config import RunConfig
 from persist.data import batch_indices, epoch_order
-from persist.runs.records import read_records
+from persist.errors import ConfigError
+from persist.records import read_records
 from persist.training.dist import torchrun_command
 
 SMALL = [

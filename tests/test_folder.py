@@ -13,10 +13,10 @@ from conftest import HAS_DALI
 from persist.cli.main import main
 from persist.config import RunConfig
 from persist.data import load_dataset
-from persist.data.folder import INDEX_NAME, FolderError, decode_rgb
+from persist.data.imagefolder import INDEX_NAME, decode_rgb
 from persist.data.pipelines import folder_loaders, make_pipeline
 from persist.data.resized_crop import RATIO, SCALE, resized_crop_one, rrc_windows
-from persist.errors import ConfigError
+from persist.errors import ConfigError, FolderError
 
 S = 16
 PIPELINES = ["preloaded", "torchvision", pytest.param("dali", marks=pytest.mark.dali)]

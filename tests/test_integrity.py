@@ -14,10 +14,11 @@ from conftest import HAS_DALI
 from persist.cli.main import main
 from persist.config import RunConfig
 from persist.data.datasets import synthetic
-from persist.data.integrity import INDEX, DecodeError, StorageError, sealed, verify
+from persist.data.integrity import INDEX, sealed, verify
 from persist.data.pipelines import make_pipeline
 from persist.data.storage import decode_files, load_encoded, prepare
-from persist.runs.records import read_manifest
+from persist.errors import DecodeError, StorageError
+from persist.records import read_manifest
 
 CPU = torch.device("cpu")
 SIZES = ["--dataset", "synthetic", "--train-size", "64", "--test-size", "16"]

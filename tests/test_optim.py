@@ -2,7 +2,7 @@
 
 import torch
 
-from persist.registries import LR_SCHEDULES
+from persist.registry import LR_SCHEDULES
 from persist.training.optim import PaperSGD, set_lr
 from persist.training.schedules import counts, lr_of_use
 

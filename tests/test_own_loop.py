@@ -15,10 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 import persist
 from persist.config import RunConfig
 from persist.errors import ConfigError, PersistError
-from persist.loop.files import read_meter_lines
 from persist.measure import HostClock
-from persist.registries import LR_SCHEDULES
-from persist.runs.records import load_runs, read_evals, read_manifest, read_records
+from persist.records import load_runs, read_evals, read_manifest, read_meter_lines, read_records
+from persist.registry import LR_SCHEDULES
 from persist.training.trainer import Trainer
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "own_loop.py"

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from conftest import HAS_DALI
-from persist.config import PersistError, RunConfig
+from persist.config import RunConfig
 from persist.data.pipelines import DelayedPipeline, make_pipeline
 from persist.data.pipelines.dali_loader import dali_available
 from persist.data.pipelines.torchvision_loader import ArrayDataset
-from persist.training.trainer import PipelineError, Trainer
+from persist.errors import PersistError, PipelineError
+from persist.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 PIPELINES = ["preloaded", "torchvision", pytest.param("dali", marks=pytest.mark.dali)]
@@ -171,7 +172,7 @@ def test_manifest_options_are_recorded(tiny_data):
 def test_training_losses_are_the_same_whichever_pipeline_feeds_them(tmp_path):
     """persist train with each pipeline: same seed, bit-identical batches, so exactly the same losses."""
     from persist.cli.main import main
-    from persist.runs.records import read_records
+    from persist.records import read_records
 
     losses = {}
     for pipeline in ["preloaded", "torchvision"] + (["dali"] if HAS_DALI else []):

@@ -12,7 +12,7 @@ from conftest import HAS_DALI
 from persist.cli import main
 from persist.config import RunConfig
 from persist.errors import ConfigError, PluginError
-from persist.registries import MODELS, PIPELINES, register_model
+from persist.registry import MODELS, PIPELINES, register_model
 
 PIPELINE_NAMES = ["preloaded", "torchvision"] + (["dali"] if HAS_DALI else [])
 DIGITS = ["--dataset", "digits", "--train-size", "128", "--test-size", "64", "-m", "32", "--epochs", "1"]
@@ -98,7 +98,7 @@ def test_a_torchvision_model_and_a_plugin_model_train_on_every_pipeline(tmp_path
 
 
 def test_a_plugin_lr_schedule_and_pipeline_are_used_and_recorded(tmp_path, plugin_module):
-    from persist.runs.records import read_records
+    from persist.records import read_records
 
     out = tmp_path / "run"
     args = ["train", *COMMON, "--width", "0.125", "-K", "3", "--lr-schedule", "user_plugins:halving"]

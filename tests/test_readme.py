@@ -18,7 +18,7 @@ def _section(title: str) -> str:
 @pytest.mark.slow
 def test_the_api_examples_run_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # they write runs/... under the working folder
-    from persist.registries import LR_SCHEDULES, MODELS
+    from persist.registry import LR_SCHEDULES, MODELS
 
     monkeypatch.setattr(MODELS, "entries", dict(MODELS.entries))  # the examples register names: undo it after
     monkeypatch.setattr(LR_SCHEDULES, "entries", dict(LR_SCHEDULES.entries))

@@ -4,7 +4,7 @@ import pandas
 import pytest
 
 from persist.cli.main import main
-from persist.runs.records import load_runs
+from persist.records import load_runs
 
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--quiet"]
 
@@ -91,7 +91,7 @@ def test_report_bad_input_is_one_line(sweep_dir, tmp_path, capsys):
 
 
 def test_a_sweep_budget_gives_every_k_the_same_work(tmp_path, monkeypatch_module, capsys):
-    from persist.runs.records import read_records
+    from persist.records import read_records
 
     out = tmp_path / "budgeted"
     grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "1"]

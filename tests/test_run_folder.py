@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from persist.cli.main import main
-from persist.runs.folder import train_run
+from persist.errors import RunDirError
+from persist.records import EPOCHS, read_manifest, read_records
 from persist.runs.lock import LOCK, RunLock
-from persist.runs.records import EPOCHS, RunDirError, read_manifest, read_records
+from persist.runs.run import train_run
 from persist.training.trainer import Trainer
 
 RUN = ["--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--width", "0.125", "-m", "32"]

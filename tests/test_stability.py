@@ -4,7 +4,8 @@ import json
 import math
 
 from persist.cli.main import main
-from persist.config import PersistError, RunConfig
+from persist.config import RunConfig
+from persist.errors import PersistError
 from persist.runs.stability import cell_line, markdown, probe, read_rows, summarize
 from persist.training.trainer import Trainer
 

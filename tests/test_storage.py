@@ -13,8 +13,9 @@ from persist.config import RunConfig
 from persist.data import load_dataset
 from persist.data.datasets import synthetic
 from persist.data.pipelines import make_pipeline
-from persist.data.storage import INDEX, StorageError, load_encoded, prepare, storage_folder
-from persist.runs.records import read_manifest, read_records
+from persist.data.storage import INDEX, load_encoded, prepare, storage_folder
+from persist.errors import StorageError
+from persist.records import read_manifest, read_records
 
 CPU = torch.device("cpu")
 CPU_DECODER_BOUND = 0  # the largest pixel difference between pipelines' decoders on a CPU: none (libjpeg-turbo)

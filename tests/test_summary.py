@@ -7,7 +7,7 @@ from rich.console import Console
 
 from persist.benchjson.summary import print_summary_file, summary_rows
 from persist.cli.main import main
-from persist.config import PersistError
+from persist.errors import PersistError
 
 
 def _cell(pipeline, m, k, median_s, data_wait_s, compute_s, idle_s, util=None):

@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from persist.errors import DivergedError
 from persist.measure.clock import HostClock
-from persist.runs.folder import train_run
-from persist.runs.records import EPOCHS, read_records
-from persist.training.trainer import DivergedError, Trainer
+from persist.records import EPOCHS, read_records
+from persist.runs.run import train_run
+from persist.training.trainer import Trainer
 
 METRICS = ("train_loss", "test_loss", "test_acc", "loads", "steps", "fresh_samples", "sample_steps")
 
@@ -91,7 +92,7 @@ def test_a_kill_inside_the_checkpoint_save_leaves_a_resumable_run(tiny_data, tin
     The resumed run trains epochs 2 and 3 again, to the uninterrupted run's metrics, and the leftover is gone."""
     import io
 
-    import persist.runs.folder as folder
+    import persist.runs.run as folder
 
     config = replace(tiny_config, epochs=3)
     whole = train_run(config, tmp_path / "whole", trainer=Trainer(config, tiny_data))
@@ -118,7 +119,7 @@ def test_a_kill_inside_the_checkpoint_save_leaves_a_resumable_run(tiny_data, tin
 
 
 def test_a_stale_temporary_file_is_overwritten_not_read(tmp_path):
-    from persist.runs.folder import save_state_atomic
+    from persist.runs.run import save_state_atomic
 
     path = tmp_path / "state.pt"
     (tmp_path / "state.pt.tmp").write_bytes(b"\xff" * 100_000)  # a kill's leftover, longer than the new state
@@ -165,14 +166,14 @@ def test_a_timing_loop_gets_the_non_finite_loss_and_can_go_on(tiny_data, tiny_co
 
 
 def test_batch_larger_than_training_set_is_refused(tiny_data, tiny_config):
-    from persist.config import ConfigError
+    from persist.errors import ConfigError
 
     with pytest.raises(ConfigError, match="batch_size=512 is not allowed: the training set has 256 samples"):
         Trainer(replace(tiny_config, batch_size=512), tiny_data)
 
 
 def test_missing_cuda_device_is_refused():
-    from persist.config import ConfigError
+    from persist.errors import ConfigError
     from persist.training.device import resolve_device
 
     with pytest.raises(ConfigError, match=r"device='cuda:7' does not exist: this machine has \d+ CUDA device"):
@@ -227,7 +228,7 @@ def test_test_loss_falls_on_real_digits(tmp_path):
 def test_evaluations_fall_at_the_same_fresh_sample_counts_for_every_k(tiny_data, tiny_config, tmp_path):
     """--eval-every counts fresh samples, so K=1 and K=5 are evaluated at the same data consumed, and evaluation
     time stays out of the training clocks."""
-    from persist.runs.records import read_evals
+    from persist.records import read_evals
 
     seen = {}
     for k in (1, 5):
@@ -268,7 +269,7 @@ def test_an_evaluation_inside_an_epoch_is_not_training_time(tiny_data, tiny_conf
 
 
 def test_resume_drops_the_interrupted_epochs_evaluations(tiny_data, tiny_config, tmp_path):
-    from persist.runs.records import read_evals
+    from persist.records import read_evals
 
     config = replace(tiny_config, epochs=2, eval_every=64)
     whole = tmp_path / "whole"
@@ -324,7 +325,7 @@ def test_a_spent_budget_is_finished_and_a_larger_one_resumes(tiny_data, tiny_con
 
 
 def test_a_time_budget_is_refused_under_torchrun(tiny_data, tiny_config):
-    from persist.config import ConfigError
+    from persist.errors import ConfigError
     from persist.training.dist import DistContext
 
     with pytest.raises(ConfigError, match=r"budget_s=60 is not allowed under torchrun: .* use a sample-steps budget"):

@@ -115,7 +115,7 @@ def test_whatif_reads_a_persist_train_run(tmp_path, tiny_config, capsys):
     """A folder as `persist train` leaves it: the manifest names the pipeline and its options (0 workers: sync)."""
     from dataclasses import replace
 
-    from persist.runs.records import EpochRecord, append_record, write_json_atomic
+    from persist.records import EpochRecord, append_record, write_json_atomic
 
     config = replace(tiny_config, pipeline="torchvision", num_workers=0)
     run = tmp_path / "k1"

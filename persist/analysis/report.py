@@ -1,6 +1,6 @@
 """`persist report RUN_DIR... --out DIR`: the paper's figures, the decomposition table, and a short report.
 
-Reads records only (persist.runs.records and persist.analysis.decomposition); it never imports the trainer.
+Reads records only (persist.records and persist.analysis.decomposition); it never imports the trainer.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from persist.analysis.claims import claim_lines
 from persist.analysis.compose import checks, composition_markdown, refusals, sources
 from persist.analysis.decomposition import TARGET_FRACTION, cell_table, check_comparable, composed_runs
 from persist.analysis.figures import adaptive_figures, paper_figures, reuse_figures
-from persist.runs.records import load_evals, load_runs, load_unfinished, read_manifest
+from persist.records import load_evals, load_runs, load_unfinished, read_manifest
 from persist.tables import table_console
 
 TABLE_COLUMNS = [  # (column, header, format)

@@ -17,8 +17,7 @@ from rich.table import Table
 
 from persist.errors import PersistError
 from persist.forecast import LOADERS, Forecast, Measured, forecast, loader_of_pipeline
-from persist.loop.files import read_meter_lines
-from persist.runs.records import EpochRecord, read_manifest, read_records
+from persist.records import EpochRecord, read_manifest, read_meter_lines, read_records
 
 FIELDS = ("wall_s", "data_wait_s", "compute_s")
 

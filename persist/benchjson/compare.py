@@ -15,7 +15,8 @@ from functools import cache
 from pathlib import Path
 
 from persist.benchjson.summary import load_benchmarks
-from persist.config import PersistError, RunConfig
+from persist.config import RunConfig
+from persist.errors import PersistError
 from persist.stats import t_975
 
 ALPHA = 0.05

@@ -12,8 +12,9 @@ from pathlib import Path
 from persist.cli.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
 from persist.cli.setup import add_setup_commands
 from persist.cli.whatif import add_whatif_command
-from persist.config import PROFILES, PersistError, budget_fields
-from persist.registries import DATASETS, LR_SCHEDULES, MODELS, PIPELINES
+from persist.config import PROFILES, budget_fields
+from persist.errors import PersistError
+from persist.registry import DATASETS, LR_SCHEDULES, MODELS, PIPELINES
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -48,7 +49,7 @@ def _add_train(commands) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from persist.cli.progress import EpochProgress
-    from persist.runs.folder import train_run
+    from persist.runs.run import train_run
     from persist.training.dist import from_environment
 
     config = config_from_args(args)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from persist.config import RunConfig
-from persist.runs.records import EpochRecord
+from persist.records import EpochRecord
 
 
 class EpochProgress:

@@ -16,7 +16,7 @@ from persist.config import (
     parse_budget,
     parse_persistency,
 )
-from persist.registries import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
+from persist.registry import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
 
 
 def ints_arg(text: str) -> list[int]:

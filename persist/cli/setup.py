@@ -1,5 +1,5 @@
 """The commands that come before a long run: `persist prepare` writes a dataset as files, `persist stability`
-checks that a regime trains. argparse lives here and in cli.py; every user error is one line and exit code 2."""
+checks that a regime trains. argparse lives in persist/cli/; every user error is one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import argparse
 from pathlib import Path
 
 from persist.cli.run_options import ints_arg, words_arg
-from persist.config import PersistError, RunConfig
-from persist.registries import DATASETS, MODELS, NORMALIZATIONS, PIPELINES
+from persist.config import RunConfig
+from persist.errors import PersistError
+from persist.registry import DATASETS, MODELS, NORMALIZATIONS, PIPELINES
 
 
 def add_setup_commands(commands) -> None:

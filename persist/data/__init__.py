@@ -2,7 +2,8 @@
 loader settings, and the pipelines themselves (pipelines/, built through one registry)."""
 
 from persist.data.base import Batch, ImageData, Pipeline, batch_indices, epoch_order, loads_per_epoch
-from persist.data.datasets import DataError, load_dataset
+from persist.data.datasets import load_dataset
+from persist.errors import DataError
 
 __all__ = [
     "Batch",

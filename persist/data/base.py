@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from persist.registries import NORMALIZATIONS
+from persist.registry import NORMALIZATIONS
 
 Stats = tuple[float, float, float]
 
@@ -53,7 +53,7 @@ class ImageData:
     normalization: str = "unit"
     storage: str = "raw"  # raw arrays, or "jpeg qQ": the pixels are the files decoded once on the CPU
     train_files: tuple[str, ...] = ()  # with encoded storage: each training sample's file, for pipelines that decode
-    # An image folder (persist/data/folder.py): training images of any size, kept as files and cut to image_size x
+    # An image folder (persist/data/imagefolder.py): training images of any size, kept as files and cut to image_size x
     # image_size by ImageNet's preprocessing in each pipeline (persist/data/resized_crop.py). Then train_x is empty
     # (0, S, S, 3), train_sizes holds each training file's (H, W), and the test split is decoded once, resized to
     # S/0.875 and center-cropped to S.

@@ -19,18 +19,14 @@ import torch.nn.functional as F
 
 from persist.config import RunConfig
 from persist.data.base import ImageData, channel_stats
-from persist.errors import ConfigError, PersistError, PluginError
-from persist.registries import DATASETS
+from persist.errors import ConfigError, DataError, PluginError
+from persist.registry import DATASETS
 
 SYNTHETIC_SEED = 20181203  # the data are fixed, like CIFAR's; the run seed varies init and order, not the images
 SYNTHETIC_SIZES = (50_000, 10_000)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR10_FOLDER = "cifar-10-batches-py"
-
-
-class DataError(PersistError):
-    """A dataset is missing or unreadable."""
 
 
 def load_dataset(config: RunConfig, on_progress=None) -> ImageData:

@@ -22,18 +22,10 @@ from pathlib import Path
 import torch
 from torchvision.io import decode_jpeg, read_file
 
-from persist.errors import ConfigError
+from persist.errors import DecodeError, StorageError
 
 INDEX = "index.json"
 FORMAT_VERSION = 2  # 2: each row is [file, label, size_bytes, sha256], and the index carries index_sha256
-
-
-class StorageError(ConfigError):
-    """A storage folder holds something else, or is damaged."""
-
-
-class DecodeError(StorageError):
-    """A stored file cannot be decoded into an image of the dataset's shape."""
 
 
 def index_sha256(index: dict) -> str:

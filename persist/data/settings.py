@@ -14,7 +14,8 @@ import os
 
 import torch
 
-from persist.config import PIPELINE_OPTIONS, ConfigError, RunConfig
+from persist.config import PIPELINE_OPTIONS, RunConfig
+from persist.errors import ConfigError
 
 MAX_WORKERS, MAX_DALI_THREADS = 8, 4
 

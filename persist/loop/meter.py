@@ -9,7 +9,7 @@
                     step.loss(loss)                    # kept on the device: no sync
         meter.evaluate(test_acc=acc, test_loss=test_loss)
 
-Per epoch, as DESIGN.md defines them for the trainer: wall_s (host clock, device synchronized at both ends),
+Per epoch, as docs/clocks.md defines them for the trainer: wall_s (host clock, device synchronized at both ends),
 data_wait_s (host time inside the loader's next(), start-up included), compute_s and gpu_idle_s (step clock: CUDA
 events on a GPU resolved once per epoch, the host clock elsewhere), NVML sampled in the background on a GPU.
 """
@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from persist.errors import ConfigError, PersistError
-from persist.loop.files import append_meter_line
 from persist.loop.handles import EpochSums, Step, Timed
 from persist.loop.record import (
     LOADER_KINDS,
@@ -38,7 +37,7 @@ from persist.loop.record import (
 from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler, open_sampler
-from persist.runs.records import EpochRecord, EvalRecord, append_record
+from persist.records import EpochRecord, EvalRecord, append_meter_line, append_record
 
 
 class Meter:

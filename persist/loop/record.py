@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
-from persist.errors import ConfigError
+from persist.errors import ConfigError, RunDirError
 from persist.measure.machine import device_name, machine_info, versions
-from persist.runs.records import EPOCHS, RunDirError, read_manifest, write_json_atomic
+from persist.records import EPOCHS, read_manifest, write_json_atomic
 
 LOADER_KINDS = ("async", "sync")  # async: the loader prefetches while the model computes; sync: it loads on demand
 RUN_CONFIG_FIELDS = frozenset(f.name for f in fields(RunConfig))

@@ -18,7 +18,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from persist.runs.records import RunDirError
+from persist.errors import RunDirError
 
 LOCK = ".persist.lock"
 

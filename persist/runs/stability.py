@@ -27,7 +27,7 @@ from persist.config import RunConfig
 from persist.data import ImageData, load_dataset
 from persist.errors import PersistError
 from persist.measure import NullClock
-from persist.runs.folder import save_state_atomic, temporary_of
+from persist.runs.run import save_state_atomic, temporary_of
 from persist.training.trainer import Trainer
 
 MIN_WINDOW = 10  # steps averaged at each end to decide whether the loss fell, at the least

@@ -30,11 +30,12 @@ from persist.config import (
     with_profile,
 )
 from persist.data import load_dataset
-from persist.runs.folder import make_folder, train_run
+from persist.errors import DivergedError
+from persist.records import EpochRecord, read_manifest, read_records
 from persist.runs.lock import RunLock
-from persist.runs.records import EpochRecord, read_manifest, read_records
+from persist.runs.run import make_folder, train_run
 from persist.training.device import check_runs_here
-from persist.training.trainer import DivergedError, Trainer
+from persist.training.trainer import Trainer
 
 
 @dataclass(frozen=True)

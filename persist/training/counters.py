@@ -7,7 +7,7 @@ the epoch in progress where a caller gives them.
 
 from __future__ import annotations
 
-from persist.runs.records import EpochRecord, EvalRecord
+from persist.records import EpochRecord, EvalRecord
 
 COUNTED = ("fresh_samples", "sample_steps", "steps", "train_s")
 

@@ -6,7 +6,8 @@ import os
 
 import torch
 
-from persist.config import ConfigError, RunConfig
+from persist.config import RunConfig
+from persist.errors import ConfigError
 from persist.training.dist import DistContext
 from persist.training.precision import check_precision
 

@@ -19,7 +19,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as torch_dist
 
-from persist.config import ConfigError, PersistError, RunConfig
+from persist.config import RunConfig
+from persist.errors import ConfigError, PersistError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 300.0

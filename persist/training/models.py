@@ -1,6 +1,6 @@
 """Models: the paper's reduced AlexNet (the default), every torchvision classification model, and a user's own.
 
-`--model paper-alexnet | torchvision:NAME | module:factory` (persist.registries.MODELS). A torchvision model is built
+`--model paper-alexnet | torchvision:NAME | module:factory` (persist.registry.MODELS). A torchvision model is built
 with random weights (no download) and the dataset's class count; a plug-in factory is called as
 factory(num_classes=int, image_shape=(C, H, W)) and must return a torch.nn.Module. Weights are always drawn from the
 run's seed on the CPU, then moved, so CPU and GPU runs start from the same point.
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from persist.errors import PluginError
-from persist.registries import MODELS
+from persist.registry import MODELS
 
 KERNELS = (11, 5, 3, 3, 3)
 CHANNELS = (64, 192, 384, 256, 256)

@@ -1,7 +1,7 @@
 """Learning-rate schedules of minibatch persistency, and the counts of an epoch.
 
 A schedule maps (mu, k) to the learning rate of the k-th use of a loaded batch, k = 1..K. The built-ins are the
-paper's; persist.registries.LR_SCHEDULES names them, and takes a user's own as `--lr-schedule module:function`.
+paper's; persist.registry.LR_SCHEDULES names them, and takes a user's own as `--lr-schedule module:function`.
 An epoch is one pass over the distinct data: loads = N // m, steps = K * loads, each example seen K times.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from persist.data.base import loads_per_epoch
 from persist.errors import ConfigError, PluginError
-from persist.registries import LR_SCHEDULES
+from persist.registry import LR_SCHEDULES
 
 
 def constant(mu: float, k: int) -> float:

@@ -1,6 +1,6 @@
 """The training loop: epochs -> loads -> K uses of each loaded batch (`train_batch`) -> evaluation.
 
-The trainer never asks which pipeline it has. Per epoch it measures, as DESIGN.md defines them: wall_s (host clock,
+The trainer never asks which pipeline it has. Per epoch it measures, as docs/clocks.md defines them: wall_s (host clock,
 device synchronized at both ends), data_wait_s (host time blocked on the pipeline), compute_s and gpu_idle_s (from the
 step clock: CUDA events on a GPU, resolved once per epoch; the host clock on the CPU). Loss and accuracy accumulate on
 the device, so nothing waits for the GPU inside the loop.
@@ -20,13 +20,13 @@ from persist.config import RunConfig
 from persist.data import ImageData, Pipeline, load_dataset
 from persist.data.augment import Reaugment
 from persist.data.base import Normalizer
+from persist.data.images import DeviceImages
 from persist.data.pipelines import make_pipeline
-from persist.data.pipelines.preloaded import DeviceImages
 from persist.errors import DivergedError, PersistError, PipelineError
 from persist.measure import StepClock, make_clock, make_sync
 from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler, open_sampler
-from persist.runs.records import EpochRecord, EvalRecord
+from persist.records import EpochRecord, EvalRecord
 from persist.training.adaptive import Prefetcher, StepDone, train_while_late, uses_histogram
 from persist.training.counters import RunCounters
 from persist.training.device import resolve_device, set_determinism

@@ -1,5 +1,5 @@
 """The pipelines behind one protocol (persist.data.base.Pipeline), built from a RunConfig through one registry
-(persist.registries.PIPELINES): the built-ins and a user's `--pipeline module:Class` alike.
+(persist.registry.PIPELINES): the built-ins and a user's `--pipeline module:Class` alike.
 
 Every pipeline is built as Class(data, batch_size, seed, device, *, augment, rank, world_size, **its own options).
 The options come from the loader settings (persist/data/settings.py) for the built-ins that have them; a plug-in
@@ -15,7 +15,7 @@ from persist.data.base import ImageData, Pipeline
 from persist.data.pipelines.delayed import DelayedPipeline
 from persist.data.settings import loader_settings
 from persist.errors import PluginError
-from persist.registries import PIPELINES
+from persist.registry import PIPELINES
 
 __all__ = ["DelayedPipeline", "make_pipeline"]
 

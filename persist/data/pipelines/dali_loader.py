@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from persist.config import PersistError
 from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, batch_indices, epoch_order, loads_per_epoch, scaled_stats
 from persist.data.integrity import first_undecodable
+from persist.errors import PersistError
 
 # A DALI pipeline that is garbage but not yet collected (held in a reference cycle, an exception's traceback, say)
 # must die in this process: a process forked later (a DataLoader worker) inherits it without its threads, and its

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from persist.config import PersistError
 from persist.data.base import Batch, ImageData, batch_indices, epoch_order, loads_per_epoch, scaled_stats
 from persist.data.pipelines.dali_loader import dali_available
 from persist.data.pipelines.folder_loaders import PIXELS_NOTE
 from persist.data.resized_crop import rrc_windows
+from persist.errors import PersistError
 
 
 class WindowSource:

@@ -27,7 +27,7 @@ from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
 from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order, loads_per_epoch
-from persist.data.folder import decode_rgb
+from persist.data.imagefolder import decode_rgb
 from persist.data.pipelines.torchvision_loader import EpochBatchSampler
 from persist.data.resized_crop import Windows, eval_resize, resized_crop_one, rrc_windows
 from persist.errors import ConfigError

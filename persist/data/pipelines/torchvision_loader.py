@@ -15,7 +15,8 @@ from torchvision.transforms import v2
 
 from persist.data.augment import PAD, crop_flip_params
 from persist.data.base import Batch, ImageData, Normalizer, batch_indices, epoch_order, loads_per_epoch
-from persist.data.integrity import DecodeError, decode_one, one_line
+from persist.data.integrity import decode_one, one_line
+from persist.errors import DecodeError
 
 
 def crop_flip_one(image: torch.Tensor, top: int, left: int, flip: bool) -> torch.Tensor:

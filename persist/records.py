@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from persist.config import LEGACY_VALUES, PersistError, RunConfig, from_dict
+from persist.config import LEGACY_VALUES, RunConfig, from_dict
+from persist.errors import RunDirError
 
 if TYPE_CHECKING:  # pandas is imported lazily: the trainer never needs it
     import pandas
@@ -68,10 +69,6 @@ class EvalRecord:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-class RunDirError(PersistError):
-    """The output folder cannot take this run."""
 
 
 def temporary_of(path: Path) -> Path:
@@ -221,3 +218,21 @@ def load_unfinished(paths) -> pandas.DataFrame:
                 {"run": str(path), "status": manifest.get("status", "unknown"), **LEGACY_VALUES, **manifest["config"]}
             )
     return pandas.DataFrame(rows)
+
+
+# meter.jsonl, the one file a Meter run adds to the run folder: per epoch, what EpochRecord has no field for (the
+# first fetch's wait, worker start-up included; the loader kind).
+METER_LOG = "meter.jsonl"
+
+
+def append_meter_line(out: Path, row: dict) -> None:
+    with open(Path(out) / METER_LOG, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_meter_lines(out: Path) -> list[dict]:
+    """Every complete line (text after the last newline is a line torn by a kill: skipped)."""
+    path = Path(out) / METER_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().split("\n")[:-1] if line]

@@ -6,8 +6,8 @@ sorted folder names under train/. Files ending in .jpg, .jpeg, .png (any case) c
 The folder is scanned once, and what the scan learned is cached in an index with a fingerprint of the file list
 (every path, size and modification time): a changed folder is noticed and scanned again. The scan **decodes every
 file in full** (torchvision.io.decode_image, mode RGB: grayscale, RGB, CMYK JPEGs and PNGs with alpha or a palette
-all come out 3-channel RGB), because a header check passes a truncated JPEG that then fails mid-epoch. On a shared
-2-core CPU VM that was about 43 images of 400-500 px per second; it runs once per folder version, and the index
+all come out 3-channel RGB), because a header check passes a truncated JPEG that then fails mid-epoch. On a
+2-core CPU that was about 43 images of 400-500 px per second; it runs once per folder version, and the index
 keeps each file's (H, W) (the crop windows need them) and the training split's channel statistics. A file that
 cannot be decoded is named in one line before training starts; `--skip-bad-files` leaves such files out instead,
 and the manifest lists them.
@@ -29,17 +29,13 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 
 from persist.data.base import ImageData
 from persist.data.resized_crop import eval_transform
-from persist.errors import ConfigError, PersistError
+from persist.errors import ConfigError, FolderError
 
 INDEX_NAME = ".persist-index.json"
 INDEX_VERSION = 1
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 EVAL_SPLITS = ("val", "test")
 SUBSET_SEED = 0  # --train-size/--test-size: a fixed random subset (the first N files would be one class)
-
-
-class FolderError(PersistError):
-    """The image folder is missing, empty, laid out otherwise, or holds a file that cannot be decoded."""
 
 
 def decode_rgb(path: str) -> torch.Tensor:
@@ -204,7 +200,7 @@ DEFAULT_IMAGE_SIZE = 224
 def imagefolder_dataset(
     *, data_root=None, train_size=None, test_size=None, image_size=None, skip_bad_files=False, **_
 ) -> ImageData:
-    """The registry's loader for --dataset imagefolder (persist.registries.DATASETS)."""
+    """The registry's loader for --dataset imagefolder (persist.registry.DATASETS)."""
     if data_root is None:
         raise ConfigError("--dataset imagefolder needs --data-root DIR (DIR/train/<class>/<file>, DIR/val/...)")
     if not Path(data_root).is_dir():

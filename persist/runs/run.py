@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 from persist.config import RunConfig
+from persist.errors import DivergedError
 from persist.measure.machine import device_name, math_settings, versions
-from persist.registries import plugins
-from persist.runs.lock import RunLock
-from persist.runs.records import (
+from persist.records import (
     CHECKPOINT,
     EpochRecord,
     EvalRecord,
@@ -34,10 +33,12 @@ from persist.runs.records import (
     write_atomic,
     write_json_atomic,
 )
+from persist.registry import plugins
+from persist.runs.lock import RunLock
 from persist.training.device import check_runs_here
 from persist.training.dist import DistContext
 from persist.training.models import parameter_count
-from persist.training.trainer import DivergedError, Trainer
+from persist.training.trainer import Trainer
 
 
 def _now_utc() -> str:
@@ -81,7 +82,7 @@ def _image_folder(trainer: Trainer) -> dict:
     """An image folder's sizes, preprocessing and --skip-bad-files' list, under "image_folder"; nothing otherwise."""
     if trainer.data.image_size is None:
         return {}
-    from persist.data.folder import describe_folder
+    from persist.data.imagefolder import describe_folder
 
     return {"image_folder": describe_folder(trainer.data)}
 
