@@ -182,6 +182,11 @@ def torchrun_command(nproc: int, train_args: list[str]) -> list[str]:
     ]
 
 
+def init_options(device_id: torch.device | None) -> dict:
+    """init_process_group's keyword arguments beyond the backend: `device_id` on CUDA, nothing on gloo."""
+    return {} if device_id is None else {"device_id": device_id}
+
+
 def from_environment(device_spec: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
     """A DistContext for this process: single when torchrun did not start it, else an initialized process group."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -190,7 +195,9 @@ def from_environment(device_spec: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     on_cuda = device_spec.startswith("cuda") or (device_spec == "auto" and torch.cuda.is_available())
     backend = "nccl" if on_cuda else "gloo"
+    device_id = None
     if on_cuda:
         torch.cuda.set_device(local_rank)
-    torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        device_id = torch.device("cuda", local_rank)  # NCCL binds this rank's communicator (its barrier warns without)
+    torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **init_options(device_id))
     return DistContext(rank, world_size, local_rank, backend)

@@ -8,7 +8,8 @@
 - bf16 / fp16: torch.autocast around forward and loss; weights, gradients and the optimizer stay float32. fp16 has
   a narrow exponent, so its gradients go through a GradScaler: the loss is scaled up before backward, the gradients
   are unscaled before the optimizer sees them, and a step whose gradients overflowed is skipped. The paper's
-  optimizer (PaperSGD) is an ordinary torch Optimizer, so `scaler.step(optimizer)` unscales first, then steps.
+  optimizer (PaperSGD) declares AMP support: the scaler hands it the overflow flag as a device tensor and the skip
+  happens on the device, so no fp16 step reads a flag on the host (torch's default path calls .item() per step).
 - channels-last: the model's weights and every input batch in NHWC memory order (what tensor cores want).
 - compile: torch.compile of the training forward; its first call compiles, and the trainer makes that call once
   before the first timed epoch (`warm_up_compile`), so the compile time is reported on its own (compile_s), never
@@ -86,15 +87,26 @@ class Precision:
 
 
 def _allow_tf32() -> None:
-    """TF32 for matmuls and cuDNN convolutions, through torch's fp32_precision API where it exists (torch >= 2.9;
-    newer torch warns about mixing it with the older allow_tf32 flags), else through those flags."""
-    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
-    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
-        matmul.fp32_precision = "tf32"
-        conv.fp32_precision = "tf32"
-    else:
-        matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    """TF32 for matmuls and cuDNN convolutions, set so that both of torch's readers agree: the allow_tf32 flags, which
+    torch >= 2.9 mirrors into the fp32_precision API. Setting only fp32_precision leaves the legacy state behind, and
+    any later reader of it (inductor under --compile, get_float32_matmul_precision) raises on the mix."""
+    torch.set_float32_matmul_precision("high")  # the legacy matmul state: TF32 allowed
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    tf32_state()  # both readers answer, and agree, or this raises here rather than inside a compile
+
+
+def tf32_state() -> dict:
+    """TF32 as each of torch's readers sees it: the allow_tf32 flags, the float32 matmul precision and, where torch
+    has it, the fp32_precision API. Raises if the two APIs disagree (torch's own check)."""
+    state = {
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        state["matmul_fp32_precision"] = torch.backends.cuda.matmul.fp32_precision
+    return state
 
 
 def warm_up_compile(step, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor):

@@ -1,0 +1,128 @@
+"""CUDA paths whose logic runs on a CPU too: fp16's scaler without a host read per step, TF32 set so that both of
+torch's readers agree, a real torch.compile, and DDP's device binding."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from persist.training import dist
+from persist.training.optim import PaperSGD
+from persist.training.precision import Precision, _allow_tf32, tf32_state
+
+
+def _no_host_reads(monkeypatch):
+    """Any read of a tensor's value on the host raises: .item(), bool(), .tolist()."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a tensor was read on the host")
+
+    for name in ("item", "__bool__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+def _params(seed: int = 0) -> list[torch.nn.Parameter]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in ((3, 4), (4,))]
+
+
+def test_paper_sgd_declares_amp_scaling_so_the_scaler_reads_nothing_on_the_host():
+    assert PaperSGD._step_supports_amp_scaling is True
+
+
+@pytest.mark.parametrize("grad_scale", [None, 8.0])
+def test_a_scaled_step_matches_the_paper_update_and_an_inf_step_changes_nothing(monkeypatch, grad_scale):
+    reference, scaled = _params(), _params()
+    ref_opt = PaperSGD(reference, lr=0.1, momentum=0.5)
+    opt = PaperSGD(scaled, lr=0.1, momentum=0.5)
+    for step in range(3):
+        for p, q in zip(reference, scaled, strict=True):
+            grad = torch.full_like(p, 0.25 * (step + 1))
+            p.grad = grad.clone()
+            q.grad = grad * grad_scale if grad_scale else grad.clone()
+        ref_opt.step()
+        opt.found_inf = torch.zeros(1)  # what GradScaler.step sets for one call
+        if grad_scale:
+            opt.grad_scale = torch.tensor(grad_scale)
+        with monkeypatch.context() as patch:
+            _no_host_reads(patch)
+            opt.step()
+        for p, q in zip(reference, scaled, strict=True):
+            torch.testing.assert_close(q, p)
+    before = [p.detach().clone() for p in scaled]
+    velocities = [opt.state[p]["velocity"].clone() for p in scaled]
+    for p in scaled:
+        p.grad = torch.full_like(p, float("inf"))
+    opt.found_inf = torch.ones(1)
+    with monkeypatch.context() as patch:
+        _no_host_reads(patch)
+        opt.step()
+    for p, b, v in zip(scaled, before, velocities, strict=True):
+        assert torch.equal(p.detach(), b) and torch.equal(opt.state[p]["velocity"], v)
+
+
+def test_an_fp16_step_through_the_scaler_reads_no_tensor_on_the_host(monkeypatch):
+    model = torch.nn.Linear(4, 2)
+    precision = Precision("fp16", torch.device("cpu"))
+    optimizer = PaperSGD(model.parameters(), lr=0.01, momentum=0.5)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    weight = model.weight.detach().clone()
+    with monkeypatch.context() as patch:
+        _no_host_reads(patch)  # torch's own GradScaler calls .item() per step for an optimizer without the flag
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        precision.backward_and_step(loss, optimizer)
+    assert not torch.equal(model.weight.detach(), weight)  # the step happened
+
+
+@pytest.fixture
+def restore_tf32():
+    state = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    precision = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(precision)
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = state
+
+
+def test_tf32_is_set_so_that_the_legacy_and_the_new_reader_agree(restore_tf32):
+    _allow_tf32()
+    state = tf32_state()  # raises where the two APIs were mixed: inductor reads the legacy flags
+    assert state["matmul_allow_tf32"] and state["cudnn_allow_tf32"]
+    assert state["float32_matmul_precision"] == "high"
+    if "matmul_fp32_precision" in state:
+        assert state["matmul_fp32_precision"] == "tf32"
+
+
+@pytest.mark.slow
+def test_compile_for_real_on_the_cpu_trains_and_keeps_the_numbers(tiny_data, tiny_config):
+    """torch.compile with inductor on the CPU (it needs a C compiler and Python's headers, as Triton does on CUDA)."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    if shutil.which("cc") is None or not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("torch.compile's CPU backend needs a C compiler and Python's headers")
+    from persist.training.trainer import Trainer
+
+    config = replace(tiny_config, epochs=1, compile=True, train_size=64, batch_size=32)
+    compiled = Trainer(config, tiny_data)
+    plain = Trainer(replace(config, compile=False), tiny_data)
+    assert compiled.compile_s is not None and compiled.compile_s > 0
+    assert compiled.train_epoch(1)["train_loss"] == pytest.approx(plain.train_epoch(1)["train_loss"], rel=1e-3)
+    compiled.close(), plain.close()
+
+
+def test_ddp_on_cuda_binds_the_rank_to_its_device(monkeypatch):
+    calls = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.setdefault("set_device", device))
+    init = lambda backend, **options: calls.update(backend=backend, **options)  # noqa: E731
+    monkeypatch.setattr(dist.torch_dist, "init_process_group", init)
+    context = dist.from_environment("cuda")
+    assert calls["backend"] == "nccl" and calls["device_id"] == torch.device("cuda", 1)
+    assert (context.rank, context.local_rank) == (1, 1)
+    calls.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dist.from_environment("cpu")
+    assert calls["backend"] == "gloo" and "device_id" not in calls
