@@ -46,6 +46,8 @@ def test_the_dry_run_runs_every_stage_into_at_most_eight_files(tmp_path):
     assert "cudnn_benchmark" in preflight["machine"]["math"] and preflight["nvml"]["available"] is False
     audit = json.loads((out / "sync-audit.json").read_text())
     assert audit["preloaded crop-flip"]["epochs"][0]["reason"] == "no CUDA: sync debug mode not available"
+    assert audit["tf32, compile"]["note"].startswith("skipped in a dry run")
+    assert all(audit[name]["note"] == "ran 1 epoch(s)" for name in ("fp16", "auto:8", "image folder, preloaded"))
     bench = json.loads((out / "out.json").read_text())
     assert [b["name"] for b in bench["benchmarks"]] == ["bench_epoch[preloaded-m32-K1]"]
     assert "1 passed" in (out / "bench.txt").read_text() and " passed" in (out / "tests.txt").read_text()
@@ -87,3 +89,36 @@ def test_an_interrupted_bench_still_writes_its_finished_cells():
     session = SimpleNamespace(config=SimpleNamespace(_benchmarksession=SimpleNamespace(benchmarks=[finished, cut_off])))
     next(bench_conftest.pytest_sessionfinish(session, 2))  # the hook wrapper's part before pytest-benchmark's
     assert session.config._benchmarksession.benchmarks == [finished]
+
+
+def test_a_stage_passes_when_its_result_line_is_followed_by_other_output(tmp_path, monkeypatch):
+    gpu_check = _script()
+    child = 'import sys; print(\'RESULT {"status": "passed", "note": "ok"}\'); print(\'exit warning\', file=sys.stderr)'
+    monkeypatch.setattr(gpu_check, "stage_command", lambda stage, out, cuda: ([sys.executable, "-c", child], None))
+    result = gpu_check.run_stage("preflight", tmp_path, False, 30, {})
+    assert result["status"] == "passed" and result["note"] == "ok"
+    assert gpu_check.result_line("noise\nmore noise") is None
+
+
+def test_a_relative_out_is_resolved_before_any_stage(tmp_path, monkeypatch):
+    gpu_check = _script()
+    seen = []
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        gpu_check, "run_stage", lambda stage, out, *_: seen.append(out) or {"status": "passed", "note": ""}
+    )
+    assert gpu_check.main(["relative/check", "--dry-run"]) == 0
+    assert set(seen) == {tmp_path / "relative" / "check"} and all(out.is_absolute() for out in seen)
+
+
+def test_the_default_budget_fits_every_stage_and_leaves_a_short_slot_room_for_a_rerun():
+    gpu_check = _script()
+    assert sum(gpu_check.TIMEOUT_S.values()) <= gpu_check.DEFAULT_BUDGET_S <= 300
+    assert {"fp16", "auto:8", "tf32, compile", "image folder, preloaded"} <= set(gpu_check.AUDIT)
+
+
+def test_preflight_reports_the_compiler_headers_and_shared_memory():
+    gpu_check = _script()
+    tools, shm = gpu_check.toolchain(), gpu_check.shared_memory()
+    assert set(tools) >= {"c_compiler", "python_h", "python_h_exists", "can_compile"}
+    assert shm.get("total_bytes", 1) > 0
