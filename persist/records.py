@@ -80,11 +80,15 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     the old file or the new one, never half of one. A stale temporary from a kill is overwritten ("wb"). Every file
     persist rewrites (manifest, checkpoint, a stability cell's progress) goes through here."""
     tmp = temporary_of(path)
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk, say: the old file stands, and no half-written temporary stays
+        raise
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -92,13 +96,19 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def read_manifest(out: Path) -> dict | None:
+    """The folder's manifest, None where it has none; one line (RunDirError) where it is not a persist manifest."""
     path = out / MANIFEST
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunDirError(f"{path} is unreadable ({error}): not a persist run folder") from error
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = f"{type(error).__name__}: {error}" if isinstance(error, UnicodeDecodeError) else error
+        raise RunDirError(f"{path} is unreadable ({reason}): not a persist run folder") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        shape = type(manifest).__name__ if not isinstance(manifest, dict) else "an object with no config"
+        raise RunDirError(f"{path} holds {shape}, not a persist manifest: not a persist run folder")
+    return manifest
 
 
 def read_records(out: Path, repair: bool = False) -> list[EpochRecord]:

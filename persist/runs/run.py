@@ -7,6 +7,7 @@ most the epoch in progress; see records.py for how resume heals a kill between t
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import platform
@@ -104,6 +105,8 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
     if not path.exists():
         raise RunDirError(f"{out} has {len(records)} finished epoch(s) but no {CHECKPOINT}: cannot resume")
     state = read_checkpoint(path)
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or "record" not in state:
+        raise RunDirError(f"{path} is not a persist checkpoint (no epoch and record): choose another --out")
     temporary_of(path).unlink(missing_ok=True)  # a kill inside save_state_atomic: the checkpoint before it stands
     if state["epoch"] == len(records) + 1:  # killed after the checkpoint, before the record line
         records = [*records, EpochRecord(**state["record"])]
@@ -114,14 +117,23 @@ def heal(out: Path, records: list[EpochRecord]) -> list[EpochRecord]:
 
 
 def load_checkpoint(out: Path, trainer: Trainer) -> None:
-    trainer.load_state_dict(read_checkpoint(out / CHECKPOINT, trainer.device))
+    path = out / CHECKPOINT
+    state = read_checkpoint(path, trainer.device)
+    missing = [key for key in ("model", "optimizer") if key not in state]
+    if missing:
+        raise RunDirError(f"{path} has no {' or '.join(missing)}: not a persist checkpoint; choose another --out")
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as error:  # another model or width: its tensors do not fit
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunDirError(f"{path} does not fit this run's model ({first}): choose another --out") from error
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     """The checkpoint's state, or one line saying it is damaged (a truncated copy, a full disk)."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, AttributeError) as error:
         raise RunDirError(
             f"{path} is damaged ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}): "
             "cannot resume from it; start the run again in another --out"
@@ -129,13 +141,21 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
 
 
 def make_folder(out: Path) -> None:
-    """Create the run folder, or say in one line why it cannot be one."""
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"--out {out} is an existing file, not a folder: choose another --out")
+    """Create the run folder, or say in one line why it cannot be one (a file, a name too long, no permission)."""
     try:
+        if out.exists() and not out.is_dir():
+            raise RunDirError(f"--out {out} is an existing file, not a folder: choose another --out")
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise RunDirError(f"--out {out} cannot be written ({error.strerror or error}): choose another --out") from None
+
+
+def disk_full(out: Path, finished: int, error: OSError) -> RunDirError:
+    """The one line for a write that found no space: which folder, and that the finished epochs can be resumed."""
+    kept = "no epoch had finished"
+    if finished:
+        kept = f"its {finished} finished epoch(s) are intact: free space and pass --resume"
+    return RunDirError(f"{out}: no space left on device ({error.strerror or error}); {kept}")
 
 
 def _open_folder(out: Path, config: RunConfig, resume: bool, lock: RunLock) -> list[EpochRecord]:
@@ -218,6 +238,8 @@ def _train(config, out, records, trainer, dist, lock, on_epoch, on_load) -> list
             # if the folder cannot take the note (a full disk, say), the error itself is what the user needs
             with contextlib.suppress(OSError):
                 write_manifest(out, trainer, f"{state} in epoch {len(records) + 1}: {type(error).__name__}: {error}")
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            raise disk_full(out, len(records), error) from error
         raise
     finally:
         trainer.close()
