@@ -150,6 +150,17 @@ def make_folder(out: Path) -> None:
         raise RunDirError(f"--out {out} cannot be written ({error.strerror or error}): choose another --out") from None
 
 
+def _no_space(error: BaseException) -> OSError | None:
+    """The ENOSPC behind `error`, if any: torch.save reports a full disk as a RuntimeError raised from it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def disk_full(out: Path, finished: int, error: OSError) -> RunDirError:
     """The one line for a write that found no space: which folder, and that the finished epochs can be resumed."""
     kept = "no epoch had finished"
@@ -238,8 +249,9 @@ def _train(config, out, records, trainer, dist, lock, on_epoch, on_load) -> list
             # if the folder cannot take the note (a full disk, say), the error itself is what the user needs
             with contextlib.suppress(OSError):
                 write_manifest(out, trainer, f"{state} in epoch {len(records) + 1}: {type(error).__name__}: {error}")
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            raise disk_full(out, len(records), error) from error
+        no_space = _no_space(error)
+        if no_space is not None:
+            raise disk_full(out, len(records), no_space) from error
         raise
     finally:
         trainer.close()
