@@ -125,3 +125,20 @@ def test_a_real_full_disk_is_one_line_and_leaves_no_temporary(tiny_disk, capsys)
     assert main(["train", *RUN, "--epochs", "2", "--out", str(out)]) == 2
     _one_line(capsys, str(out), "no space left on device")
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_an_image_folder_whose_val_images_are_all_bad_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for split, count in (("train", 4), ("val", 2)):
+        for label in ("cat", "dog"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (24 + i, 20), (40 * i, 80, 120)).save(root / split / label / f"{i}.jpg")
+    for path in (root / "val").rglob("*.jpg"):
+        path.write_bytes(path.read_bytes()[:60])  # cut off in its header
+    flags = ["train", "--dataset", "imagefolder", "--data-root", str(root), "--image-size", "16", "-m", "4"]
+    flags += ["--width", "0.125", "--device", "cpu", "--quiet", "--skip-bad-files", "--out", str(tmp_path / "run")]
+    assert main(flags) == 2
+    _one_line(capsys, str(root / "val"), "has no usable image left", "4 skipped")

@@ -174,6 +174,12 @@ def load_folder(
         raise FolderError(
             f"{root / relative} cannot be decoded ({reason}){more}: fix or remove it, or pass --skip-bad-files"
         )
+    for split, folder in (("train", "train"), ("test", "val")):
+        if not index[split]:  # every file of it was bad, and skipped
+            raise FolderError(
+                f"{root / folder} has no usable image left ({len(index['bad'])} skipped as undecodable): "
+                "fix or replace its files"
+            )
     train = _subset(index["train"], train_size, "train_size")
     test = _subset(index["test"], test_size, "test_size")
     test_x = torch.stack([eval_transform(decode_rgb(str(root / r[0])), image_size) for r in test])
