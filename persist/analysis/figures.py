@@ -35,6 +35,8 @@ def seed_curves(runs: pandas.DataFrame) -> pandas.DataFrame:
 
 def _draw(axes, curves: pandas.DataFrame, label: str, style: dict) -> None:
     for ax, (y, x, _, _) in zip(axes.flat, PANELS, strict=True):
+        if curves[(y, "mean")].isna().all():  # nothing recorded for this panel (a loop that gave no test loss)
+            continue
         xs = curves.index if x == "epoch" else curves[(x, "mean")]
         line = ax.plot(xs, curves[(y, "mean")], label=label, **style)[0]
         ax.fill_between(xs, curves[(y, "min")], curves[(y, "max")], color=line.get_color(), alpha=0.15, linewidth=0)
@@ -51,7 +53,13 @@ def _figure(title: str):
 
 
 def _save(fig, axes, path: Path) -> Path:
-    axes.flat[0].legend()
+    for ax, (_, _, ylabel, _) in zip(axes.flat, PANELS, strict=True):
+        if not ax.lines:  # an empty panel says why, instead of showing an axis with no meaning
+            ax.cla()
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no {ylabel} was recorded", ha="center", va="center", transform=ax.transAxes)
+    if axes.flat[0].lines:
+        axes.flat[0].legend()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -72,13 +80,26 @@ def paper_figures(epochs: pandas.DataFrame, pipeline: str, out: Path) -> list[Pa
     paths = []
     for reuse, data in _by_reuse(epochs, pipeline):
         title, name = _suffix(reuse)
-        for m, by_m in data[data["lr_schedule"] == "constant"].groupby("batch_size"):
-            fig, axes = _figure(f"{pipeline} pipeline, m = {m}, constant lr{title}: K = 1 (standard) against K > 1")
-            for (k, adaptive), runs in by_m.groupby(["persistency", "adaptive"]):
-                label = f"K = {persistency_label(int(k), bool(adaptive))} ({runs['seed'].nunique()} seeds)"
-                _draw(axes, seed_curves(runs), label, {})
+        for m, by_m in data.groupby("batch_size"):
+            by_m, lr = _paper_schedule(by_m)
+            fig, axes = _figure(f"{pipeline} pipeline, m = {m}, {lr}{title}: K = 1 (standard) against K > 1")
+            for (k, adaptive, schedule), runs in by_m.groupby(["persistency", "adaptive", "lr_schedule"]):
+                label = f"K = {persistency_label(int(k), bool(adaptive))}"
+                label += f", {schedule} lr" if k > 1 and schedule != "constant" else ""
+                _draw(axes, seed_curves(runs), f"{label} ({runs['seed'].nunique()} seeds)", {})
             paths.append(_save(fig, axes, out / f"fig-{pipeline}-m{m}{name}.png"))
     return paths
+
+
+def _paper_schedule(by_m: pandas.DataFrame) -> tuple[pandas.DataFrame, str]:
+    """The runs of the paper's figure at one m: K = 1 and the constant-lr K > 1 runs (Figures 1-3); where no K > 1
+    run had a constant lr (a loop that ran K = 2 with k*mu only), those K > 1 runs, each labelled with its schedule."""
+    k1 = by_m[by_m["persistency"] == 1].assign(lr_schedule="constant")  # one use: every schedule is the same
+    more = by_m[by_m["persistency"] > 1]
+    constant = more[more["lr_schedule"] == "constant"]
+    if len(constant) or not len(more):
+        return pandas.concat([k1, constant]), "constant lr"
+    return pandas.concat([k1, more]), "lr " + ", ".join(sorted(more["lr_schedule"].unique())) + " for K > 1"
 
 
 def _two_way(by_m: pandas.DataFrame, column: str, solid: str, title: str, path: Path) -> list[Path]:

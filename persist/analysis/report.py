@@ -141,10 +141,11 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
             if abs(math.log(best["convergence_factor"])) >= abs(math.log(best["loading_factor"]))
             else "loading"
         )
+        caveat = f" Caveat, as the table notes: {best['note']}." if best.get("note") else ""
         sentences.append(
             f"- {pipeline}, m={m}: persistency {paid}; the best K={best['k_label']} ({best['lr_schedule']} lr) "
             f"reached the target {best['speedup']:.2f}x as fast as K=1, mostly through {source} "
-            f"(loading x{best['loading_factor']:.2f}, convergence x{best['convergence_factor']:.2f})."
+            f"(loading x{best['loading_factor']:.2f}, convergence x{best['convergence_factor']:.2f}).{caveat}"
         )
     return sentences
 
@@ -193,7 +194,13 @@ def _machine(run_dir: Path) -> str:
 
 
 def _values(epochs: pandas.DataFrame, column: str) -> str:
-    return ", ".join(str(v) for v in sorted(epochs[column].unique().tolist()))
+    """The column's distinct values, sorted; as text where the runs recorded it with mixed types (5 and "5")."""
+    values = epochs[column].dropna().unique().tolist()
+    try:
+        ordered = sorted(values)
+    except TypeError:
+        ordered = sorted(values, key=str)
+    return ", ".join(str(v) for v in ordered)
 
 
 def _markdown(
