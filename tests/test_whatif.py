@@ -132,3 +132,19 @@ def test_whatif_reads_a_persist_train_run(tmp_path, tiny_config, capsys):
     assert main(["whatif", str(run), "--loader", "async", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["loader_why"] == "given with --loader" and result["forecasts"][1]["stall_per_load_s"] == 0
+
+
+def test_a_loader_that_kept_up_gets_a_bound_not_a_load_time_and_a_slow_replay_is_flagged(tmp_path, fake_clock, capsys):
+    real = _meter_run(tmp_path / "real", fake_clock, wait_s=0.0, loader="async")  # compute-bound: no wait at all
+    slow_replay = _meter_run(tmp_path / "replay", fake_clock, loader=None, step_s=0.09,
+                             source=persist.replay(Loader(fake_clock, 0.0), batches=2))  # fmt: skip
+    assert main(["whatif", str(real), "--replay", str(slow_replay), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["load_is_upper_bound"] is True and "kept up" in result["load_source"]
+    assert len(result["caveats"]) == 2 and "slower than the real run" in result["caveats"][1]
+    assert main(["whatif", str(real), "--replay", str(slow_replay)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the title wraps
+    assert "load <= 60.00 ms/batch" in out and out.count("Caveat:") == 2
+    assert main(["whatif", str(_meter_run(tmp_path / "sync", fake_clock)), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["load_is_upper_bound"] is False and result["caveats"] == []

@@ -20,6 +20,7 @@ from persist.forecast import LOADERS, Forecast, Measured, forecast, loader_of_pi
 from persist.records import EpochRecord, read_manifest, read_meter_lines, read_records
 
 FIELDS = ("wall_s", "data_wait_s", "compute_s")
+KEPT_UP = 0.02  # a prefetching loader whose wait per load is under this share of a step kept up: its load is unknown
 
 
 def _epochs(run: Path) -> tuple[dict, list[EpochRecord]]:
@@ -105,11 +106,27 @@ def whatif(run: Path, persistencies=(1, 2, 4), replay: Path | None = None, loade
                 "ceiling_loading_factor": k1_per_step / ceiling,
             }
         )
+    kept_up = measured.loader == "async" and measured.load_s is None
+    kept_up = kept_up and measured.wait_per_load_s < KEPT_UP * measured.step_s
+    caveats = []
+    if kept_up:
+        caveats.append(
+            "the loader kept up at K=1 (it prefetches and the loop hardly waited), so its load time is only bounded "
+            "by the step time: K cannot save loading here"
+        )
+    if ceiling > k1_per_step:
+        caveats.append(
+            f"the replay ceiling ({1e3 * ceiling:.2f} ms/step) is slower than the real run's "
+            f"{1e3 * k1_per_step:.2f} ms/step: the two runs did not see the same machine (other load, another "
+            "device or settings), so the ceiling columns say nothing here"
+        )
     return {
         **context,
         "loader": measured.loader,
         "load_per_batch_s": measured.load_per_batch_s,
-        "load_source": measured.load_source,
+        "load_is_upper_bound": kept_up,
+        "load_source": "at most the step time (the loader kept up at K=1)" if kept_up else measured.load_source,
+        "caveats": caveats,
         "step_s": measured.step_s,
         "first_wait_s": measured.first_wait_s,
         "measured_k1": {
@@ -135,9 +152,10 @@ def render(result: dict) -> Table:
         title=(
             f"persist whatif {result['run']}: K=1 measured {k1['wall_s']:.3f} s/epoch ({k1['loads']} loads, data "
             f"wait {k1['data_wait_s']:.3f} s, AU {100 * k1['au']:.0f}%); loader {result['loader']} "
-            f"({result['loader_why']}); load {1e3 * result['load_per_batch_s']:.2f} ms/batch from "
-            f"{result['load_source']}; ceiling {1e3 * result['ceiling_per_step_s']:.2f} ms/step from "
-            f"{result['ceiling_source']}; clock {result['clock']}"
+            f"({result['loader_why']}); load {'<= ' if result['load_is_upper_bound'] else ''}"
+            f"{1e3 * result['load_per_batch_s']:.2f} ms/batch from {result['load_source']}; "
+            f"ceiling {1e3 * result['ceiling_per_step_s']:.2f} ms/step from {result['ceiling_source']}; "
+            f"clock {result['clock']}"
         ),
         title_justify="left",
     )  # fmt: skip
@@ -154,3 +172,5 @@ def print_whatif(result: dict, console: Console | None = None) -> None:
     # piped to a file or another program, rich would wrap at 80 columns and cut names: a wide console keeps them whole
     console = console or Console(width=None if sys.stdout.isatty() else 200)
     console.print(render(result))
+    for caveat in result["caveats"]:
+        console.print(f"[bold]Caveat:[/bold] {caveat}")
