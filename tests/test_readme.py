@@ -80,7 +80,7 @@ def test_every_relative_link_resolves(page):
         path, _, anchor = target.partition("#")
         resolved = (page.parent / path).resolve() if path else page
         assert resolved.exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
-        assert ROOT in resolved.parents or resolved == ROOT, f"{page.relative_to(ROOT)} links outside the repo: {target}"
+        assert ROOT in resolved.parents, f"{page.relative_to(ROOT)} links outside the repository: {target}"
         if anchor and resolved.suffix == ".md":
             assert anchor in _slugs(resolved), f"{page.relative_to(ROOT)} links to a missing anchor: {target}"
 
