@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The planted-delay study of --persistency auto (issue 21): cpu preset, m=32, K in {1, 2, 5, auto:8}, 3 seeds,
+# The planted-delay study of --persistency auto: cpu preset, m=32, K in {1, 2, 5, auto:8}, 3 seeds,
 # equal work: 16,896 sample-steps per run (12 epochs at K=1), loading delays of 0, 0.1, 1 and 2 steps, the step
 # measured first on this machine. Run it alone: its seconds are only as quiet as the machine.
-#   bash reports/auto-persistency/study.sh [OUT]      (OUT defaults to /tmp/auto-study)
+#   bash reports/auto-persistency/study.sh [OUT]      (OUT defaults to runs/auto-study)
 set -eu
-out=$(realpath -m "${1:-/tmp/auto-study}")
+out=$(realpath -m "${1:-runs/auto-study}")
 cd "$(dirname "$0")/../.."
 mkdir -p "$out"
 export OMP_NUM_THREADS=1

@@ -2,7 +2,7 @@
 forecast error for torchvision with 0 workers?
 
 torchvision pipeline, 0 workers, m=32, smoke sizes (1,024 images, width 0.125): a K=1 trainer and a K=K trainer
-train alternating epochs (side by side in time, so the shared machine's load hits both alike); every step is timed on
+train alternating epochs (side by side in time, so the machine's load hits both alike); every step is timed on
 the host clock. Per pair of epochs (the first pair is warm-up): step of use 1 / steps of later uses at K, K=1 step /
 later uses, data wait per load K / K=1, and the forecast of the K epoch from the K=1 epoch (old: loads x (epoch -
 compute) / loads + steps x compute / step; new: persist.forecast, synchronous) against the measured wall_s.
