@@ -13,7 +13,7 @@ The public API, what a user scripts against:
     meter = persist.Meter("runs/mine", device=device, config={"batch_size": 256})   # your own loop, measured
     with meter.epoch(1):
         for (x, y), use in persist.reuse(meter.timed(loader), k=2, schedule="linear"):
-            with meter.step(samples=len(y)) as step: ...                  # see README "Measure your own loop"
+            with meter.step(samples=len(y)) as step: ...                  # see docs/own-loop.md
 
 Names are imported on first use, so `import persist` stays cheap (no torch until a name needs it).
 """

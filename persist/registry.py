@@ -26,7 +26,7 @@ class Registry:
     expected: str  # what a plug-in must be: "a class that implements persist's Pipeline protocol"
     accepts: Callable[[object], bool] = callable  # is the imported object of the right kind?
     entries: dict[str, str] = field(default_factory=dict)  # name -> "module:attr", imported when named
-    helps: dict[str, str] = field(default_factory=dict)  # name -> one line for --help and README
+    helps: dict[str, str] = field(default_factory=dict)  # name -> one line for --help and the docs
     families: dict[str, str] = field(default_factory=dict)  # "torchvision" -> "module:attr" resolving "torchvision:X"
 
     def register(self, name: str, target: str | object, help: str = "") -> None:

@@ -45,7 +45,7 @@ def refusals(epochs: pandas.DataFrame) -> list[str]:
     return [
         f"{len(short)} short run(s) on {', '.join(sorted(short['pipeline'].unique()))} were not composed from another "
         "pipeline's convergence: their batches are not bit-identical to the other pipelines' (each pipeline "
-        "resamples the image folder's crops its own way, README 'Your own data'), so a composed speedup would rest "
+        "resamples the image folder's crops its own way, docs/data.md), so a composed speedup would rest "
         "on steps to target they did not share. Train them in full (persist sweep --full) to compare them."
     ]
 

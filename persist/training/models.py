@@ -18,7 +18,7 @@ Left open by the paper, chosen here as AlexNet does it:
 - inputs scaled to [0, 1] (pixel/255, torchvision's ToTensor() alone, `--normalization unit`): the paper names no
   preprocessing. Per-channel standardization makes the paper's largest steps (m=512, K=5, mu=0.001 on a summed
   gradient) diverge within 20-30 steps. Under no scale does k*mu at m=512 survive every seed (it dies or goes NaN
-  within 20-55 steps); see README ("Input scale") and reports/paper-stability.
+  within 20-55 steps); see docs/paper-regime.md and reports/paper-stability.
 `width` scales every channel count and the hidden layer (1.0 is the paper's model, about 3.5 M parameters); it
 applies to this model alone.
 """
