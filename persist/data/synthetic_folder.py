@@ -3,7 +3,7 @@
 The images come from the synthetic generator's recipe (persist/data/datasets.py) drawn at full resolution: each class
 has SYNTHETIC_MODES smooth colour patterns; an image is one of them at a random contrast, maybe flipped, over a smooth
 random background, with fine texture and pixel noise, at its own size and aspect ratio. The texture and noise make
-the JPEGs cost to decode about what photos of the same size cost (reports/image-folder gives the measured bytes per image).
+the JPEGs cost to decode about what photos of the same size cost (reports/image-folder gives the bytes per image).
 
 Layout, the torchvision ImageFolder convention: DIR/train/<class>/<n>.jpg and DIR/val/<class>/<n>.jpg, plus
 DIR/persist-synthetic-folder.json (how it was made). Written under DIR.partial and renamed when complete; a rerun with
