@@ -7,16 +7,19 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from persist.errors import ConfigError
+from persist.measure import EpochTiming
+
+_END = object()  # the loader's epoch is over
 
 
 class EpochSums:
-    """One epoch's running sums."""
+    """One epoch's counts and loss; its times (and loads: the timed fetches) are in `timing`, the engine's."""
 
-    def __init__(self, number: int, start: float):
-        self.number, self.start, self.last_active = number, start, start
-        self.data_wait_s, self.first_wait_s, self.paused_s = 0.0, None, 0.0
-        self.loads = self.steps = self.fresh_samples = self.sample_steps = 0
-        self.fresh_pending, self.loss_sum = False, None
+    def __init__(self, number: int, timing: EpochTiming):
+        self.number, self.timing = number, timing
+        self.steps = self.fresh_samples = self.sample_steps = 0
+        self.loads_stepped = 0  # the loads when a step last ran: a step after a new load is that batch's first use
+        self.loss_sum = None
 
 
 class Step:
@@ -50,15 +53,13 @@ class Timed:
         self.meter.seen.update(k=k, schedule=schedule, adaptive=adaptive)
 
     def __iter__(self) -> Iterator:
-        meter, now = self.meter, self.meter.now
-        start = now()
-        iterator = iter(self.iterable)  # a DataLoader starts its workers here: part of the first fetch's wait
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                meter._fetched(start, now(), got=False)
-                return
-            meter._fetched(start, now(), got=True)
+        iterator = None
+
+        def take():
+            nonlocal iterator
+            if iterator is None:  # a DataLoader starts its workers here: part of the first fetch's wait
+                iterator = iter(self.iterable)
+            return next(iterator, _END)
+
+        while (item := self.meter._fetch_timing().fetch(take, end=_END)) is not _END:
             yield item
-            start = now()

@@ -34,9 +34,9 @@ from persist.loop.record import (
     loader_kind,
     write_meter_manifest,
 )
-from persist.measure import StepClock, make_clock, make_sync
+from persist.measure import EpochMeasure, EpochTiming, MeasuredEpoch, StepClock
 from persist.measure.machine import device_name
-from persist.measure.nvml import Sampler, open_sampler
+from persist.measure.nvml import Sampler
 from persist.records import EpochRecord, EvalRecord, append_meter_line, append_record
 
 
@@ -69,10 +69,9 @@ class Meter:
         self.declared_loader = loader
         self.out.mkdir(parents=True, exist_ok=True)
         check_new_folder(self.out)
-        self.clock = clock if clock is not None else make_clock(self.device)
-        self.sampler = sampler if sampler is not None else open_sampler(self.device)
-        self.sync = make_sync(self.device)
-        self.now = now
+        # the epoch's measurement (persist/measure/epoch.py), the same engine persist's trainer uses
+        self.measure = EpochMeasure(self.device, clock=clock, sampler=sampler, now=now)
+        self.clock, self.now = self.measure.clock, now
         self.seen: dict = {"loader": loader, "epochs": 0}  # what the manifest's derived columns come from
         self.totals = {"fresh_samples": 0, "sample_steps": 0, "steps": 0, "train_s": 0.0}
         self._current: EpochSums | None = None
@@ -96,23 +95,18 @@ class Meter:
                 f"({self._last_number})"
             )
         self._flush()
-        self.clock.begin_epoch(self._last_steps)  # CUDA events made before the loop (as many as last epoch's steps)
-        self.sampler.start()
         try:
-            self.sync()  # deliberate sync: the epoch starts on an idle device
-            current = self._current = EpochSums(number, self.now())
-            yield current
-            self.sync()  # deliberate sync: the epoch ends when the device is done
-            wall_s = self.now() - current.start - current.paused_s
+            # CUDA events are made before the loop, as many as the last epoch's steps
+            with self.measure.epoch(self._last_steps) as timing:
+                current = self._current = EpochSums(number, timing)
+                yield current
         except BaseException as error:
             self._current = None
-            self.sampler.stop()
             self._stopped = f"stopped in epoch {number}: {type(error).__name__}: {error}"
             self._write_manifest(self._stopped)
             raise
-        nvml = self.sampler.stop()
         self._current = None
-        self._end_epoch(current, wall_s, nvml)
+        self._end_epoch(current, timing.measured)
 
     def timed(self, iterable: Iterable) -> Timed:
         """`iterable` with each next() timed as data wait (the first includes iter(), where workers start)."""
@@ -126,17 +120,14 @@ class Meter:
         current = self._require_epoch("meter.step()")
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
             raise ConfigError(f"samples={samples!r} is not allowed: the step's number of examples, an integer >= 0")
-        self.clock.step_start()
-        try:
+        with current.timing.step():
             yield Step(current, samples)
-        finally:
-            self.clock.step_end()
-            current.last_active = self.now()
         current.steps += 1
         current.sample_steps += samples
-        if current.fresh_pending or current.loads == 0:  # the first use of a loaded batch (or no timed loader)
+        loads = current.timing.loads
+        if loads != current.loads_stepped or loads == 0:  # the first use of a loaded batch (or no timed loader)
             current.fresh_samples += samples
-            current.fresh_pending = False
+            current.loads_stepped = loads
         self.seen["batch_size"] = max(self.seen.get("batch_size") or 0, samples)
 
     def evaluate(self, test_acc: float | None = None, test_loss: float | None = None, eval_s: float | None = None):
@@ -144,21 +135,16 @@ class Meter:
         the host time since it ended; inside one, the host time since the last step or fetch is taken as the
         evaluation and left out of the epoch's wall_s. Returns the EvalRecord."""
         acc, loss = _number("test_acc", test_acc), _number("test_loss", test_loss)
-        now = self.now()
         current, totals = self._current, self.totals
         if current is not None:  # in the middle of an epoch: the gap since the loop was last active is evaluation
-            gap = now - current.last_active
-            current.paused_s += gap
-            current.last_active = now
-            self.clock.pause()  # the gap across the evaluation is not device idle time
+            gap, train_s = current.timing.pause_since_active()  # out of wall_s, and not device idle time
             row = EvalRecord(
                 current.number, totals["fresh_samples"] + current.fresh_samples,
                 totals["sample_steps"] + current.sample_steps, totals["steps"] + current.steps,
-                totals["train_s"] + now - current.start - current.paused_s, loss, acc,
-                gap if eval_s is None else eval_s,
+                totals["train_s"] + train_s, loss, acc, gap if eval_s is None else eval_s,
             )  # fmt: skip
         else:
-            spent = 0.0 if self._ended_at is None else now - self._ended_at
+            spent = 0.0 if self._ended_at is None else self.now() - self._ended_at
             row = EvalRecord(
                 self._last_number, totals["fresh_samples"], totals["sample_steps"], totals["steps"],
                 totals["train_s"], loss, acc, spent if eval_s is None else eval_s,
@@ -177,7 +163,7 @@ class Meter:
         atexit.unregister(self.close)
         self._flush()
         self._write_manifest(self._stopped or "finished")
-        self.sampler.close()
+        self.measure.close()
 
     def __enter__(self) -> Meter:
         return self
@@ -192,37 +178,27 @@ class Meter:
             raise PersistError(f"{what} outside `with meter.epoch(n):`: steps and fetches belong to an epoch")
         return self._current
 
-    def _fetched(self, start: float, end: float, got: bool) -> None:
-        current = self._require_epoch("a fetch from meter.timed(...)")
-        current.data_wait_s += end - start
-        current.last_active = end
-        if got:
-            if current.first_wait_s is None:
-                current.first_wait_s = end - start
-            current.loads += 1
-            current.fresh_pending = True
+    def _fetch_timing(self) -> EpochTiming:  # where meter.timed's fetches are timed: the current epoch's
+        return self._require_epoch("a fetch from meter.timed(...)").timing
 
-    def _end_epoch(self, current: EpochSums, wall_s: float, nvml: dict) -> None:
-        times = self.clock.resolve()
+    def _end_epoch(self, current: EpochSums, measured: MeasuredEpoch) -> None:
         # deliberate sync, once per epoch: the loss summed on the device
         loss_sum = math.nan if current.loss_sum is None else current.loss_sum.item()
-        loads = current.loads or current.steps  # no timed loader: every step had its own batch
+        loads = measured.loads or current.steps  # no timed loader: every step had its own batch
         self._pending = {
-            "epoch": current.number, "wall_s": wall_s, "data_wait_s": current.data_wait_s,
-            "compute_s": times.compute_s, "gpu_idle_s": times.gpu_idle_s, "eval_s": math.nan,
+            "epoch": current.number, **measured.record_fields(), "eval_s": math.nan,
             "loads": loads, "steps": current.steps, "fresh_samples": current.fresh_samples,
             "sample_steps": current.sample_steps, "train_loss": loss_sum / max(1, current.sample_steps),
-            "test_loss": math.nan, "test_acc": math.nan, "clock": self.clock.name,
-            "device": device_name(self.device), "nvml": nvml,
+            "test_loss": math.nan, "test_acc": math.nan, "device": device_name(self.device),
         }  # fmt: skip
         append_meter_line(
             self.out,
-            {"epoch": current.number, "first_wait_s": current.first_wait_s, "fetches": current.loads,
-             "loader": self.seen.get("loader"), "paused_s": current.paused_s},
+            {"epoch": current.number, "first_wait_s": measured.first_wait_s, "fetches": measured.loads,
+             "loader": self.seen.get("loader"), "paused_s": measured.paused_s},
         )  # fmt: skip
         for key in ("fresh_samples", "sample_steps", "steps"):
             self.totals[key] += getattr(current, key)
-        self.totals["train_s"] += wall_s
+        self.totals["train_s"] += measured.wall_s
         self._last_number, self._last_steps, self._ended_at = current.number, current.steps, self.now()
         self.seen.update(
             epochs=self.seen["epochs"] + 1, loads=loads, steps=current.steps, fresh_samples=current.fresh_samples

@@ -23,9 +23,9 @@ from persist.data.base import Normalizer
 from persist.data.images import DeviceImages
 from persist.data.pipelines import make_pipeline
 from persist.errors import DivergedError, PersistError, PipelineError
-from persist.measure import StepClock, make_clock, make_sync
+from persist.measure import EpochMeasure, EpochTiming, StepClock
 from persist.measure.machine import device_name
-from persist.measure.nvml import Sampler, open_sampler
+from persist.measure.nvml import Sampler
 from persist.records import EpochRecord, EvalRecord
 from persist.training.adaptive import Prefetcher, StepDone, train_while_late, uses_histogram
 from persist.training.counters import RunCounters
@@ -74,10 +74,9 @@ class Trainer:
         self.compile_s = self._compile() if config.compile else None  # timed on its own, inside no epoch
         self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
-        self.clock = clock if clock is not None else make_clock(self.device)
-        self.sampler = sampler if sampler is not None else open_sampler(self.device)
-        self.sync = make_sync(self.device)
-        self.now = now
+        # the epoch's measurement (persist/measure/epoch.py), the same engine a Meter around a user's loop uses
+        self.measure = EpochMeasure(self.device, clock=clock, sampler=sampler, now=now)
+        self.clock, self.sync, self.now = self.measure.clock, self.measure.sync, now
         self.counts = counts(n, config.batch_size * world, config.persistency)  # global: every rank's samples
         # the loss is summed per example in either reduction, so train_loss reads the same for sum and mean
         self.loss_scale = 1.0 if config.loss_reduction == "sum" else float(config.batch_size)
@@ -179,78 +178,59 @@ class Trainer:
         With `on_eval`, the model is evaluated whenever the run's fresh samples pass the next multiple of
         eval_every inside the epoch (the epoch's end is run_epoch's), with every training clock stopped."""
         self._forward.train()
-        self.clock.begin_epoch(self.counts["steps"])
         loss_sum = torch.zeros((), device=self.device)
-        data_wait_s, loads, steps, uses_per_load, paused_s, spent = 0.0, 0, 0, [], 0.0, False
+        steps, uses_per_load, spent, batches = 0, [], False, None
         global_m = self.config.batch_size * self.dist.world_size
-        batches = None
-        self.sampler.start()
         try:
-            self.sync()  # deliberate sync: the epoch starts on an idle device
-            start = self.now()
-            batches = iter(self.pipeline.epoch(epoch))
-            if self.config.adaptive:  # whatever the pipeline prefetches, a queue that can be asked without waiting
-                batches = Prefetcher(batches)
-            while True:
-                fetch_start = self.now()
-                batch = self._next_batch(batches, epoch, loads)
-                data_wait_s += self.now() - fetch_start
-                if batch is None:
-                    break
-                used, waited_s = self._train_load(batch, epoch, loads, loss_sum, batches)  # minibatch persistency
-                steps, data_wait_s, loads = steps + used, data_wait_s + waited_s, loads + 1
-                uses_per_load.append(used)
-                if on_load is not None:
-                    on_load(loads)
-                spent = self.budget_met(steps * global_m, self.now() - start - paused_s)
-                if spent:  # the epoch ends here; run_epoch evaluates at this point
-                    break
-                fresh = self.counters.seen["fresh_samples"] + loads * global_m
-                if on_eval is not None and fresh >= self.counters.next_eval and loads < len(self.pipeline):
-                    with batches.paused() if self.config.adaptive else contextlib.nullcontext():
-                        paused_s += self._evaluate_inside(epoch, loads, steps, start + paused_s, on_eval)
-            self.sync()  # deliberate sync: the epoch ends when the device is done
-            wall_s = self.now() - start - paused_s
+            with self.measure.epoch(self.counts["steps"]) as timing:
+                batches = iter(self.pipeline.epoch(epoch))
+                if self.config.adaptive:  # whatever the pipeline prefetches, a queue that can be asked without waiting
+                    batches = Prefetcher(batches)
+                while (batch := timing.fetch(lambda: self._next_batch(batches, epoch, timing.loads))) is not None:
+                    load = timing.loads - 1  # 0-based: the batch just fetched
+                    used, waited_s = self._train_load(batch, epoch, load, loss_sum, batches)  # minibatch persistency
+                    steps += used
+                    timing.add_wait(waited_s)
+                    uses_per_load.append(used)
+                    if on_load is not None:
+                        on_load(timing.loads)
+                    spent = self.budget_met(steps * global_m, timing.train_s())
+                    if spent:  # the epoch ends here; run_epoch evaluates at this point
+                        break
+                    fresh = self.counters.seen["fresh_samples"] + timing.loads * global_m
+                    if on_eval is not None and fresh >= self.counters.next_eval and timing.loads < len(self.pipeline):
+                        self._evaluate_inside(epoch, timing, steps, batches, on_eval)
         finally:
-            nvml = self.sampler.stop()
             if self.config.adaptive and batches is not None:
                 batches.close()  # the prefetch thread stops
-        times = self.clock.resolve()
-        self.counters.add(loads * global_m, steps * global_m, steps, wall_s)
+        measured, loads = timing.measured, timing.loads
+        self.counters.add(loads * global_m, steps * global_m, steps, measured.wall_s)
         # deliberate sync, once per epoch; with several ranks the loss is first summed over them
         train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
         # A non-finite loss is returned, not raised: a training run stops on it (run_epoch), a timing loop records it.
         return {
             "epoch": epoch,
-            "wall_s": wall_s,
-            "data_wait_s": data_wait_s,
-            "compute_s": times.compute_s,
-            "gpu_idle_s": times.gpu_idle_s,
+            **measured.record_fields(),
             "loads": loads,
             "steps": steps,
             "fresh_samples": loads * global_m,
             "sample_steps": steps * global_m,
             "train_loss": train_loss,
-            "clock": self.clock.name,
-            "nvml": nvml,
-            "dist": self.dist.epoch_summary(data_wait_s, times.compute_s, self.model, self.device),
+            "dist": self.dist.epoch_summary(measured.data_wait_s, measured.compute_s, self.model, self.device),
             "budget_met": spent,
             "uses_per_load": uses_histogram(uses_per_load) if self.config.adaptive else {},
         }
 
-    def _evaluate_inside(self, epoch: int, loads: int, steps: int, training_start: float, on_eval) -> float:
-        """Evaluate in the middle of an epoch with the training clocks stopped; return how long the pause took.
-        `training_start` is the epoch's start moved later by the pauses so far. Every rank pauses at the same load
-        (the counts are global), rank 0 evaluates, the others wait."""
-        self.sync()  # deliberate sync: training so far is finished before its clock stops
-        paused = self.now()
-        epoch_train_s = paused - training_start
-        self.clock.pause()  # the gap across the evaluation is not device idle time
+    def _evaluate_inside(self, epoch: int, timing: EpochTiming, steps: int, batches, on_eval) -> None:
+        """Evaluate in the middle of an epoch with the training clocks stopped (and, under --persistency auto, the
+        prefetcher: no load starts on a stopped clock). Every rank pauses at the same load (the counts are global),
+        rank 0 evaluates, the others wait."""
         global_m = self.config.batch_size * self.dist.world_size
-        on_eval(self.eval_record(epoch, self.evaluate(), loads * global_m, steps * global_m, steps, epoch_train_s))
-        self.dist.barrier()
-        self._forward.train()
-        return self.now() - paused
+        fresh, sample_steps = timing.loads * global_m, steps * global_m
+        with batches.paused() if self.config.adaptive else contextlib.nullcontext(), timing.paused() as train_s:
+            on_eval(self.eval_record(epoch, self.evaluate(), fresh, sample_steps, steps, train_s))
+            self.dist.barrier()
+            self._forward.train()
 
     def _next_batch(self, batches, epoch: int, loads: int):
         try:
@@ -301,5 +281,5 @@ class Trainer:
 
     def close(self) -> None:
         self.pipeline.close()
-        self.sampler.close()
+        self.measure.close()
         self._forward = self.model  # release DDP (and its reducer's hold on the process group) before teardown
