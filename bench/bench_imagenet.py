@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from cells import epoch_extra_info, run_epochs
 
+from cells import epoch_extra_info, run_epochs
 from persist.benchjson import schema
 from persist.config import RunConfig
 from persist.data import load_dataset

@@ -13,8 +13,7 @@ import time
 from dataclasses import replace
 
 from cells import assert_checks, record_durations
-
-from conftest import CHECK_CAP_S
+from options import CHECK_CAP_S
 from persist.benchjson import schema
 from persist.measure import NullClock, make_clock
 from persist.stats import sequential_pairs

@@ -8,10 +8,10 @@ import time
 from dataclasses import replace
 
 import pytest
-from cells import assert_checks, record_durations
 
 import references
-from conftest import CHECK_CAP_S, PIPELINE_ONLY_SAMPLES
+from cells import assert_checks, record_durations
+from options import CHECK_CAP_S, PIPELINE_ONLY_SAMPLES
 from persist.benchjson import schema
 from persist.data import load_dataset
 from persist.data.pipelines import DelayedPipeline, make_pipeline

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 import torch
-from cells import epoch_extra_info, run_epochs
 
-from conftest import PERSISTENCIES
+from cells import epoch_extra_info, run_epochs
+from options import PERSISTENCIES
 from persist.benchjson import schema
 from persist.config import parse_persistency
 from persist.measure import NullClock

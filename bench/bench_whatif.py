@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from cells import assert_checks, record_durations
 
 import persist
-from conftest import CHECK_CAP_S
+from cells import assert_checks, record_durations
+from options import CHECK_CAP_S
 from persist.analysis.whatif import measured_of, whatif
 from persist.benchjson import schema
 from persist.forecast import forecast

@@ -12,6 +12,7 @@ from persist.config import RunConfig
 from persist.measure.machine import device_name
 from persist.registry import plugins
 from persist.training.trainer import Trainer
+from pytest_benchmark_compat import record_rounds
 
 
 def median_of(rounds: list[dict], key: str) -> float:
@@ -24,14 +25,11 @@ def record_durations(benchmark, durations_s: list[float]) -> None:
     pedantic times its whole call; a training epoch's call also stops the NVML sampler and resolves the step clock
     after `wall_s` is taken, and a sequential check decides its number of rounds as it goes. So such cells time
     themselves and hand the times over here: the benchmark's stats (the summary's epoch time and what `persist
-    compare` reads) are then exactly the figures extra_info reports. Uses pytest-benchmark 5's fixture internals
-    (`_make_stats`, the stats pedantic itself would fill)."""
+    compare` reads) are then exactly the figures extra_info reports (through bench/pytest_benchmark_compat.py, the
+    one user of pytest-benchmark's internals)."""
     if benchmark.disabled:  # --benchmark-disable: nothing is recorded
         return
-    benchmark._mode = "benchmark.pedantic(...)"  # the fixture counts as used, as after pedantic
-    stats = benchmark._make_stats(1)
-    for duration in durations_s:
-        stats.update(duration)
+    record_rounds(benchmark, durations_s)
 
 
 def run_epochs(benchmark, trainer: Trainer, rounds: int, warmup_rounds: int = 1) -> list[dict]:

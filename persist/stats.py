@@ -1,5 +1,6 @@
-"""Small-sample statistics, in one place: Student t intervals, a distribution-free interval for a median, the three
-verdicts of every ratio check in the bench, and the driver that adds pairs until a check can decide.
+"""Small-sample statistics, in one place: Student t intervals, a distribution-free interval for a median, the
+Mann-Whitney test of `persist compare`, the three verdicts of every ratio check in the bench, and the driver that adds
+pairs until a check can decide. The distributions are scipy.stats' (imported on first use).
 
 A timing check on a shared machine must not fail on noise, and must not pass on it either. Each check pairs rounds
 (reference and measured, adjacent in time, in ABBA order), takes one ratio per ABBA block (the geometric mean of a
@@ -20,44 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-# two-sided 97.5% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond
-T_975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-)
 MIN_PAIRS = 6  # the fewest pairs whose median interval (the extremes) reaches 95%: 1 - 2/2^6 = 0.969
+EXACT_U_MAX_N = 20  # the Mann-Whitney p-value is exact up to 20 values a side, the normal approximation above
 
 
 def t_975(df: int) -> float:
-    return T_975[df - 1] if df <= len(T_975) else 1.96
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (the two-sided 95% interval's factor)."""
+    from scipy import stats  # lazy: scipy.stats costs a few hundred ms, and most readers of persist never need it
+
+    return float(stats.t.ppf(0.975, df))
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
@@ -70,23 +42,39 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), t_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """(low, high) of the mean's 95% Student t interval; (mean, mean) for a single value."""
+    mean, half = mean_ci(values)
+    half = 0.0 if math.isnan(half) else half
+    return mean - half, mean + half
+
+
 def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """(median, low, high): the distribution-free interval [x_(j), x_(n+1-j)] with the largest j whose coverage
     1 - 2 P(Binomial(n, 1/2) < j) is at least `confidence`. Needs MIN_PAIRS values for 95%."""
+    from scipy import stats
+
     xs = sorted(values)
     n = len(xs)
     if n == 0:
         raise ValueError("median_ci needs at least one value")
     median = statistics.median(xs)
-    j, tail = 0, 0.0  # tail = P(Binomial(n, 1/2) <= j - 1)
-    while j + 1 <= n // 2:
-        next_tail = tail + math.comb(n, j) / 2**n
-        if 1 - 2 * next_tail < confidence:
-            break
-        j, tail = j + 1, next_tail
+    # the coverage of j = 1 .. n//2, which falls as j grows: j is how many of them reach `confidence`
+    coverage = 1 - 2 * stats.binom.cdf(range(n // 2), n, 0.5)
+    j = int((coverage >= confidence).sum())
     if j == 0:  # too few values for this confidence: the interval is unbounded
         return median, -math.inf, math.inf
     return median, xs[j - 1], xs[n - j]
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test: exact up to EXACT_U_MAX_N values a side, the normal
+    approximation (with continuity and tie corrections) above."""
+    from scipy import stats
+
+    exact = len(a) <= EXACT_U_MAX_N and len(b) <= EXACT_U_MAX_N
+    method = "exact" if exact else "asymptotic"
+    return float(stats.mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue)
 
 
 VERDICTS = ("pass", "inconclusive", "fail")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +73,17 @@ def write_cifar_folder(root, n_per_batch: int = 20, seed: int = 0):
             pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, f)
         images[name] = (data, labels)
     return folder, images
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench_import(monkeypatch):
+    """Imports bench/ modules by name, as `pytest bench` does (bench/ on sys.path), and forgets them after the test."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    before = set(sys.modules)
+    yield importlib.import_module
+    for name in set(sys.modules) - before:
+        if str(getattr(sys.modules[name], "__file__", "") or "").startswith(str(BENCH)):
+            del sys.modules[name]

@@ -96,7 +96,7 @@ def test_preloaded_loading_factor_far_from_one_is_flagged():
 
 def test_confidence_intervals_over_seeds():
     mean, half = mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-4)  # t(0.975, 2) = 4.3027
     assert math.isnan(mean_ci([5.0])[1])
     # K=2 seeds differ in epoch time (2.0, 2.4, 2.9 s over 20 steps) and in when they reach 0.5 (epoch 1, 2, 2)
     walls, curves = (2.0, 2.4, 2.9), ([0.5, 0.6], [0.4, 0.5], [0.3, 0.5])

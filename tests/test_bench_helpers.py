@@ -1,6 +1,5 @@
 """The bench's own logic: a diverged model is recorded (not raised), and --persist-train-size reaches every cell."""
 
-import importlib.util
 import json
 import math
 import statistics
@@ -16,14 +15,9 @@ from persist.training.trainer import Trainer
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-@pytest.fixture(scope="module")
-def bench_cells():
-    spec = importlib.util.spec_from_file_location("bench_cells", BENCH / "cells.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+@pytest.fixture
+def bench_cells(bench_import):
+    return bench_import("cells")
 
 
 def test_a_diverged_cell_is_recorded_with_its_first_bad_epoch(bench_cells, tiny_data, tiny_config):
@@ -39,7 +33,8 @@ def test_a_diverged_cell_is_recorded_with_its_first_bad_epoch(bench_cells, tiny_
 
 
 class _StubBenchmark:
-    """What record_durations uses of pytest-benchmark's fixture: `disabled`, `_mode` and `_make_stats`."""
+    """What record_durations uses of pytest-benchmark's fixture: `disabled`, and `_mode` and `_make_stats` (through
+    bench/pytest_benchmark_compat.py)."""
 
     disabled, _mode = False, None
 

@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from persist.benchjson.compare import compare_one, mann_whitney_u
+from persist.benchjson.compare import compare_one
 from persist.cli.main import main
+from persist.stats import mann_whitney_p
 
 BASE = [1.00, 1.02, 0.99, 1.01, 1.00]
 
@@ -48,8 +49,8 @@ def test_few_rounds_fall_back_to_confidence_intervals():
 
 
 def test_mann_whitney_exact_p_values():
-    assert mann_whitney_u([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
-    assert mann_whitney_u([1, 2, 3], [1.5, 2.5, 3.5]) == pytest.approx(0.7)  # U=3 of 9: the middle of the range
+    assert mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert mann_whitney_p([1, 2, 3], [1.5, 2.5, 3.5]) == pytest.approx(0.7)  # U=3 of 9: the middle of the range
 
 
 def test_cli_exit_codes(tmp_path, capsys):

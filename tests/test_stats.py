@@ -2,10 +2,21 @@
 
 import math
 import random
+import statistics
 
 import pytest
 
-from persist.stats import MIN_PAIRS, mean_ci, median_ci, ratio_check, sequential_pairs, verdict_of
+from persist.stats import (
+    MIN_PAIRS,
+    mann_whitney_p,
+    mean_ci,
+    mean_interval,
+    median_ci,
+    ratio_check,
+    sequential_pairs,
+    t_975,
+    verdict_of,
+)
 
 
 def test_median_interval_uses_the_sign_test_order_statistics():
@@ -121,8 +132,42 @@ def test_a_ratio_check_needs_enough_pairs_for_an_interval():
 
 def test_mean_interval_uses_student_t():
     mean, half = mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3))
+    assert mean == 2.0 and half == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-4)  # t(0.975, 2) = 4.3027
     assert math.isnan(mean_ci([5.0])[1])
+    assert mean_interval([5.0]) == (5.0, 5.0) and mean_interval([1.0, 2.0, 3.0]) == pytest.approx((2 - half, 2 + half))
+
+
+# the two-sided 95% t factors of the table stats.py held before scipy (df 1..30), to three decimals
+OLD_T_TABLE = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145)
+OLD_T_TABLE += (2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048)
+OLD_T_TABLE += (2.045, 2.042)
+
+
+def test_the_t_factor_is_students_at_every_df():
+    assert [round(t_975(df), 3) for df in range(1, 31)] == list(OLD_T_TABLE)
+    # changed: the old table gave 1.96 (the normal's factor) for every df above 30; Student's t is wider there
+    assert t_975(40) == pytest.approx(2.021, abs=5e-4) and t_975(100) == pytest.approx(1.984, abs=5e-4)
+    values = [float(i % 7) for i in range(41)]
+    _, half = mean_ci(values)
+    assert half == pytest.approx(2.021 * statistics.stdev(values) / math.sqrt(41), rel=1e-3)
+
+
+def test_the_median_interval_matches_the_binomial_rule_at_every_n():
+    for n in range(1, 60):  # the rank j from the exact binomial sum, as stats.py computed it before scipy
+        j, tail = 0, 0.0
+        while j + 1 <= n // 2 and 1 - 2 * (tail + math.comb(n, j) / 2**n) >= 0.95:
+            j, tail = j + 1, tail + math.comb(n, j) / 2**n
+        _, low, high = median_ci(list(range(1, n + 1)))
+        assert (low, high) == ((j, n + 1 - j) if j else (-math.inf, math.inf)), n
+
+
+def test_mann_whitney_is_exact_to_20_a_side_and_approximate_above():
+    assert mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert mann_whitney_p(list(range(20)), list(range(20, 40))) == pytest.approx(2 / math.comb(40, 20))
+    # 21 a side: the normal approximation, with continuity correction (U = 0, z = (220.5 - 0.5) / sd)
+    sd = math.sqrt(21 * 21 * 43 / 12)
+    expected = math.erfc((220.5 - 0.5) / sd / math.sqrt(2))
+    assert mann_whitney_p(list(range(21)), list(range(21, 42))) == pytest.approx(expected)
 
 
 def test_an_abba_block_cancels_what_going_first_does():

@@ -3,21 +3,20 @@
 A benchmark regresses when its median time grew by more than the threshold AND the change is significant. Significance
 follows asv: a two-sided Mann-Whitney U test on the per-round times (`stats.data`) when both sides have enough rounds
 for the test to be able to reach p < alpha; otherwise the two 95% confidence intervals of the mean must not overlap.
+Both tests are persist.stats' (scipy.stats).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import statistics
 from dataclasses import asdict, dataclass, fields
-from functools import cache
 from pathlib import Path
 
 from persist.benchjson.summary import load_benchmarks
 from persist.config import RunConfig
 from persist.errors import PersistError
-from persist.stats import t_975
+from persist.stats import mann_whitney_p, mean_interval
 
 ALPHA = 0.05
 MIN_ROUNDS_FOR_U_TEST = 5  # 5 vs 5 rounds can reach p = 0.008; 3 vs 3 cannot go below p = 0.1
@@ -39,53 +38,14 @@ class Comparison:
         return asdict(self)
 
 
-@cache
-def _u_counts(n: int, m: int) -> tuple[int, ...]:
-    """How many of the C(n+m, n) orderings give each U = 0..n*m (no ties)."""
-    if n == 0 or m == 0:
-        return (1,)
-    with_last_a = _u_counts(n - 1, m)  # the largest value is from sample a: it beats all m of b
-    with_last_b = _u_counts(n, m - 1)
-    counts = [0] * (n * m + 1)
-    for u, c in enumerate(with_last_a):
-        counts[u + m] += c
-    for u, c in enumerate(with_last_b):
-        counts[u] += c
-    return tuple(counts)
-
-
-def mann_whitney_u(a: list[float], b: list[float]) -> float:
-    """Two-sided p-value of the Mann-Whitney U test: exact for small samples, normal approximation above 20 each."""
-    n, m = len(a), len(b)
-    u = sum((x > y) + 0.5 * (x == y) for x in a for y in b)
-    if n <= 20 and m <= 20:
-        counts = _u_counts(n, m)
-        total = sum(counts)
-        low = sum(counts[: math.floor(u) + 1]) / total
-        high = sum(counts[math.ceil(u) :]) / total
-        return min(1.0, 2 * min(low, high))
-    mean, sd = n * m / 2, math.sqrt(n * m * (n + m + 1) / 12)
-    z = (abs(u - mean) - 0.5) / sd
-    return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
-
-
-def confidence_interval(data: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(data)
-    if len(data) < 2:
-        return mean, mean
-    df = len(data) - 1
-    half = t_975(df) * statistics.stdev(data) / math.sqrt(len(data))
-    return mean - half, mean + half
-
-
 def compare_one(name: str, baseline: list[float], candidate: list[float], threshold: float) -> Comparison:
     base_median, cand_median = statistics.median(baseline), statistics.median(candidate)
     ratio = cand_median / base_median
     if min(len(baseline), len(candidate)) >= MIN_ROUNDS_FOR_U_TEST:
-        test, p_value = "mann-whitney-u", mann_whitney_u(baseline, candidate)
+        test, p_value = "mann-whitney-u", mann_whitney_p(baseline, candidate)
         significant = p_value < ALPHA
     else:
-        (b_low, b_high), (c_low, c_high) = confidence_interval(baseline), confidence_interval(candidate)
+        (b_low, b_high), (c_low, c_high) = mean_interval(baseline), mean_interval(candidate)
         test, p_value, significant = "ci-overlap", None, c_low > b_high or c_high < b_low
     verdict = "same"
     if significant and ratio > 1 + threshold:
