@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from persist.cli.main import build_parser
-from persist.cli.options_doc import REGENERATE, options_table
-from persist.cli.run_options import RunOption, config_from_args, run_options
+from persist.cli.run_options import REGENERATE, RunOption, config_from_args, options_table, run_options
 from persist.config import RunConfig
 from persist.runs.sweep import AXIS_OVERRIDES, BASE_OVERRIDES
 

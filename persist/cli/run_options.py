@@ -1,6 +1,6 @@
 """The run options of `persist train` and `persist sweep`, made from RunConfig's field metadata (persist/config.py,
 `option`): a field's flag, help, allowed values and default are written there once, and --help, the sweep's flags
-and docs/options.md (persist/cli/options_doc.py) are made from them. Every parser default is None: "not given", so
+and docs/options.md (`options_table`) are made from them. Every parser default is None: "not given", so
 RunConfig's default, a profile's or a preset's value stands. `config_from_args` and `sweep_overrides` are the way back
 from parsed flags."""
 
@@ -211,3 +211,46 @@ def _given(args: argparse.Namespace, options: list[RunOption]) -> dict:
         elif given is not None:
             values[option.name] = given
     return values
+
+
+REGENERATE = (
+    "python -c 'from persist.cli.run_options import options_table; print(options_table(), end=\"\")' > docs/options.md"
+)
+INTRO = (
+    "The options of `persist train`, one per field of `RunConfig` (persist/config.py), where each option's help, "
+    "allowed values and default are written once; `--help` and this table are made from them. A flag not given keeps "
+    "RunConfig's default, or the value of `--profile`'s size profile. In `persist sweep`, an option marked yes: "
+    f"{SWEEP_BASE[0].lower()}{SWEEP_BASE[1:]} A grid axis: {SWEEP_AXES[0].lower()}{SWEEP_AXES[1:]}"
+)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ") if text else "-"
+
+
+def options_table() -> str:
+    """The Markdown page: an intro, then one row per run option."""
+    rows = [
+        "# Run options",
+        "",
+        f"<!-- made by {REGENERATE}; do not edit by hand -->",
+        "",
+        INTRO,
+        "",
+        "| flag | default | allowed values | what it does | persist sweep |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for option in run_options():
+        flag = ", ".join(f"`{s}`" for s in option.spellings)
+        if option.kind == "bool" and option.field.type == "bool | None":
+            flag += f", `--no-{option.flag[2:]}`"
+        what = option.meta["help"]
+        if "pipeline" in option.meta:
+            what += f" ({PIPELINE_GROUPS[option.meta['pipeline']]} only)"
+        sweep = (
+            f"`{option.axis_flag()}` (a grid axis)" if option.axis_flag() else "yes" if option.meta.get("sweep") else ""
+        )
+        rows.append(
+            f"| {flag} | {_cell(option.default_text())} | {_cell(option.allowed())} | {_cell(what)} | {_cell(sweep)} |"
+        )
+    return "\n".join(rows) + "\n"
