@@ -7,13 +7,40 @@ manifest, so a record can always be traced back to exactly what produced it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from persist.errors import ConfigError, PersistError
-from persist.registry import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES
-from persist.validation import at_least, check_device, one_of, positive, registered
+from persist.registry import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES, Registry
+from persist.validation import (
+    AUTO_CAP,
+    BUDGET_UNITS,
+    UNCAPPED_EPOCHS,
+    at_least,
+    budget_fields,
+    check_device,
+    check_folder_options,
+    check_pipeline_options,
+    one_of,
+    parse_budget,
+    parse_persistency,
+    persistency_label,
+    positive,
+    registered,
+)
 
-__all__ = ["ConfigError", "PersistError", "RunConfig"]
+# the value parsers live in persist.validation; they are imported from here too
+__all__ = [
+    "AUTO_CAP",
+    "BUDGET_UNITS",
+    "UNCAPPED_EPOCHS",
+    "ConfigError",
+    "PersistError",
+    "RunConfig",
+    "budget_fields",
+    "parse_budget",
+    "parse_persistency",
+    "persistency_label",
+]
 
 LOSS_REDUCTIONS = ("sum", "mean")
 AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
@@ -21,109 +48,236 @@ REUSES = ("same", "reaugment")  # same: the paper's persistency; reaugment: a fr
 STORAGES = ("raw", "jpeg")  # persist/data/storage.py
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # persist/training/precision.py
 
-# Options that only one pipeline understands. Setting one for another pipeline is refused by name, never ignored.
-PIPELINE_OPTIONS = {
-    "num_workers": "torchvision",
-    "pin_memory": "torchvision",
-    "persistent_workers": "torchvision",
-    "prefetch_factor": "torchvision",
-    "dali_threads": "dali",
-    "dali_prefetch_depth": "dali",
-    "dali_py_workers": "dali",
-    "preload_size": "preloaded",
-}
+
+def option(default, help: str, **cli) -> object:
+    """A RunConfig field and what makes its command-line option (persist/cli/run_options.py and docs/options.md read
+    it). `help`: what it does. Optional: `flag` (when not --field-name), `aliases` (-m), `choices` (a tuple, or a
+    Registry, whose names are read only when help is built; RunConfig checks both), `at_least` (the lowest integer;
+    RunConfig checks it), `allowed` (the values in words, otherwise), `none_means` (what the default None does),
+    `metavar`, `parse` (text -> value, or -> a dict of fields; default: the field's type), `pipeline` (the one
+    pipeline it applies to), `sweep` (persist sweep takes it too), `axis` (persist sweep's flag for a comma-separated
+    list of values: a grid axis) with `axis_help` and `axis_count` (the flag takes N, for 0..N-1), `cli=False` (set
+    through another flag only)."""
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    download: bool = False
-    pipeline: str = "preloaded"  # a name in registries.PIPELINES, or a plug-in module:Class
-    model: str = "paper-alexnet"  # paper-alexnet | torchvision:NAME | a plug-in module:factory
-    batch_size: int = 256  # m
-    persistency: int = 1  # K: consecutive SGD steps per loaded minibatch (with adaptive: the most it may take)
-    adaptive: bool = False  # --persistency auto:K: step again only while the next batch is late, at most K times
-    lr: float = 0.001  # mu
-    momentum: float = 0.5  # gamma
-    lr_schedule: str = "constant"  # "linear": lr = k*mu on the k-th use of a batch
-    epochs: int = 1  # with a budget: the most epochs it may take
-    budget_s: float | None = None  # stop once this many training seconds are spent (evaluation excluded)
-    budget_sample_steps: int | None = None  # stop once steps x m reaches this
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    width: float = 1.0  # channel multiplier of paper-alexnet; 1.0 is the paper's
-    train_size: int | None = None  # None: the whole training split
-    test_size: int | None = None
-    loss_reduction: str = "sum"  # the paper sums per-example gradients
-    delay_ms: float = 0.0  # extra host delay per load: simulates slow storage
-    eval_batch_size: int = 1000
-    normalization: str = "unit"  # input scale: unit [0, 1] | symmetric [-1, 1] | standardize (see README)
-    eval_every: int | None = None  # fresh training samples between evaluations; None: a quarter of the training set
-    storage: str = "raw"  # jpeg: the dataset as JPEG files under data_root, read and decoded by each pipeline
-    storage_dir: str | None = None  # jpeg: a folder `persist prepare --out` wrote (None: the default under data_root)
-    jpeg_quality: int = 90
-    augment: str = "none"  # crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed
-    reuse: str = "same"  # reaugment: each of the K uses of a batch gets its own crop-flip, on the device
-    deterministic: bool = False  # CUDA: deterministic cuDNN/cuBLAS algorithms, so every pipeline's run is identical
-    precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 | fp16 (autocast; fp16 with a gradient scaler)
-    channels_last: bool = False  # NHWC weights and inputs
-    compile: bool = False  # torch.compile the training forward; compiled once before the first epoch (compile_s)
-    # --dataset imagefolder (data/imagefolder.py): ImageNet preprocessing to image_size (None: 224) on every pipeline
-    image_size: int | None = None
-    skip_bad_files: bool = False  # leave undecodable files out (listed in the manifest) instead of refusing the folder
-    preload_size: int | None = None  # preloaded pipeline: each image stored P x P on the device (None: S / 0.875)
-    # torchvision pipeline (None: not set; the pipeline picks its default)
-    num_workers: int | None = None
-    pin_memory: bool | None = None
-    persistent_workers: bool | None = None
-    prefetch_factor: int | None = None
-    # DALI pipeline
-    dali_threads: int | None = None
-    dali_prefetch_depth: int | None = None
-    dali_py_workers: int | None = None
+    dataset: str = option("synthetic", "the training and test data", choices=DATASETS, sweep=True)
+    data_root: str | None = option(
+        None,
+        "folder holding cifar-10-batches-py; with --dataset imagefolder, the folder holding train/<class>/ and "
+        "val/<class>/",
+        none_means="./data",
+        sweep=True,
+    )
+    download: bool = option(False, "fetch CIFAR-10 if missing (needs network)")
+    pipeline: str = option("preloaded", "how batches are loaded", choices=PIPELINES, axis="--pipelines")
+    model: str = option(
+        "paper-alexnet",
+        "the network. torchvision models get random weights and the dataset's class count; a plug-in is "
+        "factory(num_classes=, image_shape=(C, H, W)) -> torch.nn.Module",
+        choices=MODELS,
+        sweep=True,
+    )
+    batch_size: int = option(256, "minibatch size m", aliases=("-m",), metavar="M", at_least=1, axis="--batch-sizes")
+    persistency: int = option(
+        1,
+        "SGD steps per loaded minibatch K, or auto / auto:N: step again on the batch in hand only while the next one "
+        f"is late, at most N times (auto: {AUTO_CAP})",
+        aliases=("-K",),
+        metavar="K",
+        parse=parse_persistency,
+        at_least=1,
+        allowed="integer >= 1, auto, auto:N (N >= 2)",
+        axis="--persistencies",
+        axis_help="include 1: the baseline",
+    )
+    adaptive: bool = option(False, "adaptive persistency (set by --persistency auto)", cli=False)
+    lr: float = option(0.001, "learning rate mu", allowed="number > 0")
+    momentum: float = option(0.5, "momentum gamma", allowed="0 <= gamma < 1")
+    lr_schedule: str = option(
+        "constant",
+        "the lr of the k-th use of a batch; a plug-in is function(mu, k) -> lr",
+        choices=LR_SCHEDULES,
+        axis="--schedules",
+    )
+    epochs: int = option(
+        1,
+        "passes over the distinct training data (with a budget: the most it may take)",
+        at_least=1,
+        sweep=True,
+    )
+    budget_s: float | None = option(
+        None,
+        "train until a budget is spent: 120s (training seconds, evaluation excluded), 2e6sample-steps (steps x m) or "
+        "10epochs; with a time budget, K=1 trains as long as K=5",
+        flag="--budget",
+        parse=parse_budget,
+        none_means="none: --epochs ends the run",
+        allowed="Ns, Nsample-steps, Nepochs",
+        sweep=True,
+    )
+    budget_sample_steps: int | None = option(
+        None, "stop once steps x m reaches this (set by --budget)", at_least=1, cli=False, sweep=True
+    )
+    seed: int = option(
+        0,
+        "weights and batch order",
+        allowed="integer",
+        axis="--seeds",
+        axis_count=True,
+        axis_help="a number N of seeds: 0..N-1",
+    )
+    device: str = option("auto", "where to train", allowed="auto, cpu, cuda or cuda:N", sweep=True)
+    width: float = option(
+        1.0, "paper-alexnet's channel multiplier (1.0 = the paper's); no other model", allowed="number > 0"
+    )
+    train_size: int | None = option(
+        None, "use the first N training samples", none_means="the whole training split", at_least=1
+    )
+    test_size: int | None = option(None, "use the first N test samples", none_means="the whole test split", at_least=1)
+    loss_reduction: str = option("sum", "how per-example losses combine (the paper sums them)", choices=LOSS_REDUCTIONS)
+    delay_ms: float = option(
+        0.0, "extra host delay per load, simulating slow storage", allowed="number >= 0", sweep=True
+    )
+    eval_batch_size: int = option(1000, "minibatch size of evaluation (test accuracy and loss)", at_least=1)
+    normalization: str = option("unit", "input scale", choices=NORMALIZATIONS)
+    eval_every: int | None = option(
+        None,
+        "evaluate every N fresh training samples; rows in evals.jsonl",
+        none_means="a quarter of the training set",
+        at_least=1,
+    )
+    storage: str = option(
+        "raw",
+        "raw: arrays in memory; jpeg: files under --data-root, read and decoded by each pipeline",
+        choices=STORAGES,
+        sweep=True,
+    )
+    storage_dir: str | None = option(
+        None,
+        "read a folder that persist prepare --out wrote (implies --storage jpeg)",
+        none_means="one under --data-root",
+        sweep=True,
+    )
+    jpeg_quality: int = option(90, "quality of --storage jpeg's files", allowed="an integer from 1 to 100")
+    augment: str = option(
+        "none",
+        "none: the paper's; crop-flip: pad 4, random 32x32 crop, horizontal flip, from the shared seed",
+        choices=AUGMENTS,
+        sweep=True,
+    )
+    reuse: str = option(
+        "same",
+        "same: the loaded batch K times (the paper's persistency); reaugment: a fresh crop-flip for each of the K "
+        "uses, on the device (needs --augment crop-flip)",
+        choices=REUSES,
+        axis="--reuses",
+    )
+    deterministic: bool = option(
+        False, "CUDA: deterministic cuDNN and cuBLAS algorithms, so runs through different pipelines are identical"
+    )
+    precision: str = option(
+        "fp32",
+        "tf32: CUDA tensor cores; bf16, fp16: autocast (fp16 with a gradient scaler)",
+        choices=PRECISIONS,
+        sweep=True,
+    )
+    channels_last: bool = option(False, "NHWC memory order for model and inputs", sweep=True)
+    compile: bool = option(
+        False,
+        "torch.compile the training forward; compiled once before the first epoch and timed on its own (compile_s)",
+    )
+    image_size: int | None = option(
+        None,
+        "--dataset imagefolder: train on random-resized crops of S x S, evaluate on S/0.875 resized, center-cropped "
+        "to S",
+        none_means="224",
+        at_least=8,
+        sweep=True,
+    )
+    skip_bad_files: bool = option(
+        False,
+        "--dataset imagefolder: leave undecodable files out (the manifest lists them) instead of refusing the folder",
+    )
+    preload_size: int | None = option(
+        None,
+        "--dataset imagefolder: each image stored P x P on the device",
+        none_means="round(S/0.875): 256 for S=224",
+        at_least=8,
+        pipeline="preloaded",
+        sweep=True,
+    )
+    num_workers: int | None = option(
+        None,
+        "DataLoader worker processes (0: load in the training process)",
+        none_means="with CUDA one per core but one, at most 8; on a CPU 0",
+        at_least=0,
+        pipeline="torchvision",
+    )
+    pin_memory: bool | None = option(
+        None,
+        "page-locked host batches, so host-to-device copies overlap",
+        none_means="on with CUDA",
+        pipeline="torchvision",
+    )
+    persistent_workers: bool | None = option(
+        None,
+        "keep the workers from epoch to epoch (needs workers)",
+        none_means="on with workers",
+        pipeline="torchvision",
+    )
+    prefetch_factor: int | None = option(
+        None,
+        "batches each worker loads ahead (needs workers)",
+        none_means="2 with workers",
+        at_least=1,
+        pipeline="torchvision",
+    )
+    dali_threads: int | None = option(
+        None,
+        "DALI's CPU threads",
+        none_means="with CUDA one per core, at most 4; on a CPU 1",
+        at_least=1,
+        pipeline="dali",
+    )
+    dali_prefetch_depth: int | None = option(
+        None,
+        "batches DALI prepares ahead (its prefetch queue depth)",
+        none_means="2",
+        at_least=1,
+        pipeline="dali",
+    )
+    dali_py_workers: int | None = option(
+        None, "parallel external source workers", none_means="0", at_least=0, pipeline="dali"
+    )
 
     def __post_init__(self) -> None:
-        for name, registry in (
-            ("dataset", DATASETS),
-            ("pipeline", PIPELINES),
-            ("model", MODELS),
-            ("lr_schedule", LR_SCHEDULES),
-            ("normalization", NORMALIZATIONS),
-        ):
-            registered(name, getattr(self, name), registry)
-        one_of("loss_reduction", self.loss_reduction, LOSS_REDUCTIONS)
-        one_of("storage", self.storage, STORAGES)
+        for f in fields(self):  # what each field's metadata allows: a registry's names, choices, a lowest integer
+            value, choices, low = getattr(self, f.name), f.metadata.get("choices"), f.metadata.get("at_least")
+            if isinstance(choices, Registry):
+                registered(f.name, value, choices)
+            elif choices is not None:
+                one_of(f.name, value, choices)
+            elif low is not None and "pipeline" not in f.metadata and (value is not None or f.default is not None):
+                at_least(f.name, value, low)
         if self.storage_dir is not None and self.storage != "jpeg":
             raise ConfigError(f"storage_dir={self.storage_dir!r} needs storage='jpeg', not {self.storage!r}")
         if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
             1 <= self.jpeg_quality <= 100
         ):
             raise ConfigError(f"jpeg_quality={self.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
-        one_of("augment", self.augment, AUGMENTS)
-        one_of("reuse", self.reuse, REUSES)
-        one_of("precision", self.precision, PRECISIONS)
         if self.reuse == "reaugment" and self.augment != "crop-flip":
             raise ConfigError(
                 f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {self.augment!r}"
             )
-        at_least("batch_size", self.batch_size, 1)
-        at_least("persistency", self.persistency, 1)
         if self.adaptive and self.persistency < 2:
             raise ConfigError(f"persistency=auto:{self.persistency} is not allowed: auto needs a cap of 2 or more")
-        at_least("epochs", self.epochs, 1)
-        at_least("eval_batch_size", self.eval_batch_size, 1)
         if self.budget_s is not None:
             positive("budget_s", self.budget_s)
-        if self.budget_sample_steps is not None:
-            at_least("budget_sample_steps", self.budget_sample_steps, 1)
         if self.budget_s is not None and self.budget_sample_steps is not None:
             raise ConfigError("budget_s and budget_sample_steps are both set: give one budget")
-        if self.eval_every is not None:
-            at_least("eval_every", self.eval_every, 1)
-        for name in ("train_size", "test_size"):
-            if getattr(self, name) is not None:
-                at_least(name, getattr(self, name), 1)
         positive("lr", self.lr)
         positive("width", self.width)
         if self.width != 1.0 and self.model != "paper-alexnet":
@@ -133,46 +287,8 @@ class RunConfig:
         if not (self.delay_ms >= 0.0 and math.isfinite(self.delay_ms)):
             raise ConfigError(f"delay_ms={self.delay_ms!r} is not allowed: use a finite value >= 0")
         check_device(self.device)
-        self._check_pipeline_options()
-        self._check_folder_options()
-
-    def _check_folder_options(self) -> None:
-        folder = self.dataset == "imagefolder"
-        for name in ("image_size", "preload_size"):
-            if getattr(self, name) is not None:
-                at_least(name, getattr(self, name), 8)
-        given = [n for n in ("image_size", "skip_bad_files", "preload_size") if getattr(self, n) not in (None, False)]
-        if given and not folder:
-            raise ConfigError(f"{given[0]}={getattr(self, given[0])!r} applies only to --dataset imagefolder")
-        if not folder:
-            return
-        if self.augment != "none" or self.reuse != "same":
-            raise ConfigError(
-                f"augment={self.augment!r}, reuse={self.reuse!r} are not allowed with --dataset imagefolder: its "
-                "training preprocessing is ImageNet's random-resized crop and flip already (use augment none, reuse "
-                "same)"
-            )
-        if self.storage != "raw":
-            raise ConfigError(
-                f"storage={self.storage!r} is not allowed with --dataset imagefolder: its images are files"
-            )
-
-    def _check_pipeline_options(self) -> None:
-        for name, owner in PIPELINE_OPTIONS.items():
-            value = getattr(self, name)
-            if value is not None and owner != self.pipeline:
-                raise ConfigError(f"{name}={value!r} applies only to --pipeline {owner}, not to {self.pipeline}")
-        for name in ("num_workers", "dali_py_workers"):
-            if getattr(self, name) is not None:
-                at_least(name, getattr(self, name), 0)
-        for name in ("prefetch_factor", "dali_threads", "dali_prefetch_depth"):
-            if getattr(self, name) is not None:
-                at_least(name, getattr(self, name), 1)
-        # with num_workers unset, the default depends on the machine: persist/data/settings.py checks these then
-        if self.prefetch_factor is not None and self.num_workers == 0:
-            raise ConfigError(f"prefetch_factor={self.prefetch_factor} needs num_workers >= 1")
-        if self.persistent_workers and self.num_workers == 0:
-            raise ConfigError("persistent_workers=True needs num_workers >= 1")
+        check_pipeline_options(self, PIPELINE_OPTIONS)
+        check_folder_options(self)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -184,58 +300,9 @@ class RunConfig:
         ]
 
 
-AUTO_CAP = 8  # --persistency auto: at most this many uses of a batch unless auto:N says otherwise
-
-
-def parse_persistency(text: str) -> dict:
-    """'5' -> a fixed K; 'auto' or 'auto:N' -> adaptive persistency with a cap (RunConfig fields)."""
-    word, _, cap = str(text).partition(":")
-    try:
-        if word == "auto":
-            return {"persistency": int(cap) if cap else AUTO_CAP, "adaptive": True}
-        if not cap:
-            return {"persistency": int(word), "adaptive": False}
-    except ValueError:
-        pass
-    raise ConfigError(f"persistency={text!r} is not allowed: use an integer K >= 1, auto, or auto:N (a cap N >= 2)")
-
-
-def persistency_label(persistency: int, adaptive: bool) -> str:
-    """How K is shown: '5', or 'auto:8'."""
-    return f"auto:{persistency}" if adaptive else str(persistency)
-
-
-BUDGET_UNITS = {"s": "budget_s", "sample-steps": "budget_sample_steps", "epochs": "epochs"}
-
-
-def parse_budget(text: str) -> dict:
-    """'120s' | '2e6sample-steps' | '10epochs' -> the RunConfig field that says it, with its value."""
-    for unit, name in sorted(BUDGET_UNITS.items(), key=lambda item: -len(item[0])):
-        if text.endswith(unit):
-            try:
-                value = float(text[: -len(unit)])
-            except ValueError:
-                break
-            if not (value > 0 and math.isfinite(value)) or (name != "budget_s" and value != int(value)):
-                break
-            return {name: value if name == "budget_s" else int(value)}
-    raise ConfigError(
-        f"{text!r} is not a budget: use training seconds (120s), sample-steps, i.e. steps x m (2e6sample-steps), "
-        "or epochs (10epochs)"
-    )
-
-
-UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count
-
-
-def budget_fields(budget: dict | None, epochs: int | None) -> dict:
-    """A parsed --budget beside an explicit --epochs (None: not given), as RunConfig fields."""
-    budget = dict(budget or {})
-    if "epochs" in budget and epochs is not None:
-        raise ConfigError(f"--budget {budget['epochs']}epochs and --epochs {epochs} say the same thing: give one")
-    if budget.keys() & {"budget_s", "budget_sample_steps"} and epochs is None:
-        budget["epochs"] = UNCAPPED_EPOCHS
-    return budget
+# Options that only one pipeline understands (each field's `pipeline`). Set for another pipeline, one is refused by
+# name, never ignored.
+PIPELINE_OPTIONS = {f.name: f.metadata["pipeline"] for f in fields(RunConfig) if "pipeline" in f.metadata}
 
 
 # Named sizes. `smoke` keeps a 2-core CPU under minutes; `paper` is the paper's setup (Section 2.1).

@@ -1,8 +1,10 @@
-"""Checks of one config value each: one line naming the bad value and what is allowed (a ConfigError)."""
+"""Checks of config values, each failing with one line that names the bad value and what is allowed (a ConfigError),
+and the parsers of the values that are written as text (K, a budget)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 from persist.errors import ConfigError
 from persist.registry import Registry
@@ -38,3 +40,91 @@ def check_device(device: str) -> None:
     if device.startswith("cuda:") and device[5:].isdigit():
         return
     raise ConfigError(f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N")
+
+
+def check_folder_options(config) -> None:
+    """--dataset imagefolder's own options, and what it refuses."""
+    folder = config.dataset == "imagefolder"
+    given = [n for n in ("image_size", "skip_bad_files", "preload_size") if getattr(config, n) not in (None, False)]
+    if given and not folder:
+        raise ConfigError(f"{given[0]}={getattr(config, given[0])!r} applies only to --dataset imagefolder")
+    if not folder:
+        return
+    if config.augment != "none" or config.reuse != "same":
+        raise ConfigError(
+            f"augment={config.augment!r}, reuse={config.reuse!r} are not allowed with --dataset imagefolder: its "
+            "training preprocessing is ImageNet's random-resized crop and flip already (use augment none, reuse "
+            "same)"
+        )
+    if config.storage != "raw":
+        raise ConfigError(f"storage={config.storage!r} is not allowed with --dataset imagefolder: its images are files")
+
+
+def check_pipeline_options(config, owners: dict[str, str]) -> None:
+    """Each pipeline's own options (`owners`: field -> pipeline) are refused for another, and checked."""
+    for name, owner in owners.items():
+        value = getattr(config, name)
+        if value is not None and owner != config.pipeline:
+            raise ConfigError(f"{name}={value!r} applies only to --pipeline {owner}, not to {config.pipeline}")
+    for f in fields(config):  # the lowest integer each allows (its field's metadata)
+        if f.name in owners and getattr(config, f.name) is not None and "at_least" in f.metadata:
+            at_least(f.name, getattr(config, f.name), f.metadata["at_least"])
+    # with num_workers unset, the default depends on the machine: persist/data/settings.py checks these then
+    if config.prefetch_factor is not None and config.num_workers == 0:
+        raise ConfigError(f"prefetch_factor={config.prefetch_factor} needs num_workers >= 1")
+    if config.persistent_workers and config.num_workers == 0:
+        raise ConfigError("persistent_workers=True needs num_workers >= 1")
+
+
+AUTO_CAP = 8  # --persistency auto: at most this many uses of a batch unless auto:N says otherwise
+
+
+def parse_persistency(text: str) -> dict:
+    """'5' -> a fixed K; 'auto' or 'auto:N' -> adaptive persistency with a cap (RunConfig fields)."""
+    word, _, cap = str(text).partition(":")
+    try:
+        if word == "auto":
+            return {"persistency": int(cap) if cap else AUTO_CAP, "adaptive": True}
+        if not cap:
+            return {"persistency": int(word), "adaptive": False}
+    except ValueError:
+        pass
+    raise ConfigError(f"persistency={text!r} is not allowed: use an integer K >= 1, auto, or auto:N (a cap N >= 2)")
+
+
+def persistency_label(persistency: int, adaptive: bool) -> str:
+    """How K is shown: '5', or 'auto:8'."""
+    return f"auto:{persistency}" if adaptive else str(persistency)
+
+
+BUDGET_UNITS = {"s": "budget_s", "sample-steps": "budget_sample_steps", "epochs": "epochs"}
+
+
+def parse_budget(text: str) -> dict:
+    """'120s' | '2e6sample-steps' | '10epochs' -> the RunConfig field that says it, with its value."""
+    for unit, name in sorted(BUDGET_UNITS.items(), key=lambda item: -len(item[0])):
+        if text.endswith(unit):
+            try:
+                value = float(text[: -len(unit)])
+            except ValueError:
+                break
+            if not (value > 0 and math.isfinite(value)) or (name != "budget_s" and value != int(value)):
+                break
+            return {name: value if name == "budget_s" else int(value)}
+    raise ConfigError(
+        f"{text!r} is not a budget: use training seconds (120s), sample-steps, i.e. steps x m (2e6sample-steps), "
+        "or epochs (10epochs)"
+    )
+
+
+UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count
+
+
+def budget_fields(budget: dict | None, epochs: int | None) -> dict:
+    """A parsed --budget beside an explicit --epochs (None: not given), as RunConfig fields."""
+    budget = dict(budget or {})
+    if "epochs" in budget and epochs is not None:
+        raise ConfigError(f"--budget {budget['epochs']}epochs and --epochs {epochs} say the same thing: give one")
+    if budget.keys() & {"budget_s", "budget_sample_steps"} and epochs is None:
+        budget["epochs"] = UNCAPPED_EPOCHS
+    return budget

@@ -1,4 +1,5 @@
-"""The command line (argparse lives here and, for `persist train`'s run flags, in run_options). Every user error is
+"""The command line (argparse lives here and, for the run flags of `persist train` and `persist sweep`, in
+run_options, which makes them from RunConfig's field metadata). Every user error is
 one line on stderr and exit code 2."""
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ import signal
 import sys
 from pathlib import Path
 
-from persist.cli.run_options import add_run_options, budget_arg, config_from_args, ints_arg, words_arg
+from persist.cli.run_options import add_run_options, add_sweep_options, config_from_args, sweep_overrides
 from persist.cli.setup import add_setup_commands
 from persist.cli.whatif import add_whatif_command
-from persist.config import PROFILES, budget_fields
+from persist.config import PROFILES
 from persist.errors import PersistError
-from persist.registry import DATASETS, LR_SCHEDULES, MODELS, PIPELINES
 
 DESCRIPTION = (
     "Training-throughput benchmarks for minibatch persistency (Fischetti et al.): train the paper's reduced AlexNet "
@@ -126,32 +126,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from persist.runs.sweep import grid_from_args, run_name, run_sweep
 
     console = Console()
-    if args.seeds is not None and args.seeds < 1:
-        raise PersistError(f"seeds={args.seeds} is not allowed: use a number of seeds >= 1")
-    grid = grid_from_args(
-        args.preset,
-        dataset=args.dataset,
-        model=args.model,
-        data_root=args.data_root,
-        device=args.device,
-        pipelines=args.pipelines,
-        batch_sizes=args.batch_sizes,
-        persistencies=args.persistencies,
-        schedules=args.schedules,
-        reuses=args.reuses,
-        augment=args.augment,
-        delay_ms=args.delay_ms,
-        storage=args.storage or ("jpeg" if args.storage_dir else None),
-        storage_dir=args.storage_dir,
-        image_size=args.image_size,
-        preload_size=args.preload_size,
-        precision=args.precision,
-        channels_last=args.channels_last,
-        seeds=range(args.seeds) if args.seeds else None,
-        timing_epochs=args.timing_epochs,
-        full=args.full,
-        **{"epochs": args.epochs, **budget_fields(args.budget, args.epochs)},
-    )
+    grid = grid_from_args(args.preset, timing_epochs=args.timing_epochs, full=args.full, **sweep_overrides(args))
     names = [run_name(config) for config in grid.configs()]
     if grid.base.dataset == "imagefolder" and len(grid.pipelines) > 1 and not args.full:
         console.print("every pipeline trains in full: an image folder's crops differ from pipeline to pipeline")
@@ -210,48 +185,27 @@ def build_parser() -> Parser:
     c.set_defaults(handler=_compare)
     w = commands.add_parser("sweep", help="run a resumable grid of training runs into one folder")
     w.add_argument("--preset", default="cpu", help="cpu (minutes on a CPU) | paper (the paper's grid, for a GPU)")
-    w.add_argument("--out", type=Path, required=True)
-    w.add_argument("--pipelines", type=words_arg, help=f"comma-separated, of: {PIPELINES.choices()}")
-    w.add_argument("--batch-sizes", type=ints_arg, help="comma-separated m values")
     w.add_argument(
-        "--persistencies",
-        type=words_arg,
-        help="comma-separated K values (include 1: the baseline), auto or auto:N for adaptive persistency",
-    )
-    w.add_argument("--schedules", type=words_arg, help=f"comma-separated, of: {LR_SCHEDULES.choices()}")
-    w.add_argument("--reuses", type=words_arg, help="comma-separated: same,reaugment (reaugment needs --augment)")
-    w.add_argument("--augment", help="none (the presets') | crop-flip")
-    w.add_argument("--seeds", type=int, help="number of seeds (0..N-1)")
-    w.add_argument("--epochs", type=int)
-    w.add_argument(
-        "--budget",
-        type=budget_arg,
-        help="every run trains until it spends this: 120s (training seconds), 2e6sample-steps or 10epochs; "
-        "with a time budget, K=1 trains as long as K=5",
+        "--out", type=Path, required=True, help="the sweep's folder: one run folder per cell; a rerun resumes"
     )
     w.add_argument(
         "--timing-epochs",
         type=int,
         help="epochs per cell on every pipeline but the first, which alone trains the convergence curves (default 2)",
     )
-    w.add_argument("--delay-ms", type=float, help="a planted host delay per load in every run (slow storage)")
     w.add_argument("--full", action="store_true", help="train every pipeline's cells in full (no composition)")
-    w.add_argument("--dataset", help=DATASETS.choices())
-    w.add_argument("--model", help=f"{MODELS.choices()} (default: the preset's, paper-alexnet)")
-    w.add_argument("--data-root")
-    w.add_argument("--storage", help="raw (the presets') | jpeg: every run reads the dataset as JPEG files")
-    w.add_argument("--storage-dir", help="read a folder that persist prepare --out wrote (implies --storage jpeg)")
-    w.add_argument("--image-size", type=int, help="--dataset imagefolder: the training crop's side (default 224)")
-    w.add_argument("--preload-size", type=int, help="--dataset imagefolder, preloaded: the stored side P")
-    w.add_argument("--precision", help="fp32 (the presets') | tf32 | bf16 | fp16")
-    w.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs in every run")
-    w.add_argument("--device")
-    w.add_argument("--quiet", action="store_true")
+    add_sweep_options(w)
+    w.add_argument("--quiet", action="store_true", help="one line per run, none per epoch")
     w.set_defaults(handler=_sweep)
     r = commands.add_parser("report", help="figures, decomposition table and report from run folders")
     r.add_argument("runs", type=Path, nargs="+", help="run folders (e.g. SWEEP/*)")
     r.add_argument("--out", type=Path, required=True)
-    r.add_argument("--target", type=float, help="test accuracy to time (default: the best every run reached)")
+    r.add_argument(
+        "--target",
+        type=float,
+        help="test accuracy to time (default, per pipeline and m: 95%% of the best its K=1 runs reached, the mean "
+        "over seeds; with no K=1 run, the best every run reached)",
+    )
     r.set_defaults(handler=_report)
     add_setup_commands(commands)
     add_whatif_command(commands)

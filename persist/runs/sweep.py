@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from persist.config import (
@@ -188,24 +188,8 @@ def _run_cells(grid: SweepGrid, out: Path, on_run, on_epoch) -> list[Path]:
     return folders
 
 
-# change the preset's base config
-BASE_OVERRIDES = (
-    "dataset",
-    "model",
-    "data_root",
-    "device",
-    "epochs",
-    "budget_s",
-    "budget_sample_steps",
-    "augment",
-    "delay_ms",
-    "storage",
-    "storage_dir",
-    "image_size",
-    "preload_size",
-    "precision",
-    "channels_last",
-)
+# change the preset's base config: the fields marked `sweep` in RunConfig's metadata (persist/config.py)
+BASE_OVERRIDES = tuple(f.name for f in fields(RunConfig) if f.metadata.get("sweep"))
 AXIS_OVERRIDES = ("pipelines", "batch_sizes", "persistencies", "schedules", "reuses", "seeds")  # replace a grid axis
 
 
