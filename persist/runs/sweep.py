@@ -97,7 +97,7 @@ PRESETS = {
     # About half an hour on a 2-core CPU: real images (scikit-learn's digits, 1,438 for training) and a 1/8-width
     # model. This narrow network, default-initialized and without normalization layers, stays on the initial plateau
     # with [0, 1] inputs: at m=128 through 30 epochs at lr 0.002, and at every lr from 0.001 to 0.01 we tried at
-    # m=128 (reports/cpu-sweep). With standardized inputs and lr 0.0005 (the paper's 0.001 with summed gradients is too large a
+    # m=128 (reports/cpu-sweep). With standardized inputs and lr 0.0005 (the paper's 0.001, summed, is too large a
     # step for it at m=128), K=1 leaves the plateau within 8 to 11 epochs at both m. Every run gets the same work:
     # 70,400 sample-steps, 50 epochs at K=1 and 10 at K=5 (1,408 samples per epoch at m = 32 and 128), so that no
     # K=1 curve is cut off while it still climbs. Too few steps per epoch at m=256 on 1,438 images: m is 32 and 128.
