@@ -170,3 +170,29 @@ def test_the_example_copies_each_batch_once_per_load_and_outside_the_step(tmp_pa
     monkeypatch.undo()
     meter.close()
     assert copies == [(True, False)] * (2 * len(loader))  # x and y, once per load, non-blocking, outside the step
+
+
+class _FakeEvent:
+    def __init__(self, **_):
+        self.streams = []
+
+    def record(self, stream=None):
+        self.streams.append(stream)
+
+
+def test_events_are_recorded_on_the_run_devices_stream_not_the_current_devices(monkeypatch):
+    """A Meter(device="cuda:1") with cuda:0 current must time cuda:1's stream (it timed cuda:0's empty one)."""
+    from persist.measure.clock import CudaEventClock
+    from persist.training.adaptive import StepDone
+
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    monkeypatch.setattr(torch.cuda, "device", lambda device: __import__("contextlib").nullcontext())
+    device = torch.device("cuda", 1)
+    clock = CudaEventClock(device)
+    clock.begin_epoch(1)
+    clock.step_start(), clock.step_end(), clock.step_start()  # a third record grows the pool
+    assert all(event.streams[-1] == "stream of cuda:1" for event in clock.pool) and len(clock.pool) == 3
+    done = StepDone(device)
+    done.record()
+    assert done.event.streams == ["stream of cuda:1"]

@@ -1,8 +1,9 @@
 """Per-step timing that names its clock: CUDA events on a GPU, the host clock on the CPU.
 
-On CUDA every step records two events (start of forward, end of optimizer step) on the current stream and nothing
-waits for them; `resolve()` synchronizes once, at the end of the epoch, and reads all the intervals. compute_s is the
-sum of the step intervals, gpu_idle_s the sum of the gaps between one step's end and the next one's start.
+On CUDA every step records two events (start of forward, end of optimizer step) on the run device's current stream,
+and nothing waits for them; `resolve()` synchronizes once, at the end of the epoch, and reads all the intervals.
+compute_s is the sum of the step intervals, gpu_idle_s the sum of the gaps between one step's end and the next one's
+start.
 On the CPU the work is synchronous, so the host clock at the same two points gives the same two sums.
 
 gpu_idle_s is "not in a training step", not "no kernel running": on CUDA the gaps also hold whatever the stream runs
@@ -94,13 +95,14 @@ class CudaEventClock:
         with torch.cuda.device(self.device) if self.device is not None else contextlib.nullcontext():
             while len(self.pool) < 2 * steps:
                 self.pool.append(torch.cuda.Event(enable_timing=True))
-                self.pool[-1].record()
+                self.pool[-1].record(torch.cuda.current_stream(self.device))
         self.used, self.breaks = 0, set()
 
     def _record(self) -> None:
         if self.used == len(self.pool):  # more steps than announced: grow rather than fail
             self.pool.append(torch.cuda.Event(enable_timing=True))
-        self.pool[self.used].record()
+        # the run's device's current stream, not the current device's: a Meter on cuda:1 without set_device
+        self.pool[self.used].record(torch.cuda.current_stream(self.device))
         self.used += 1
 
     step_start = _record

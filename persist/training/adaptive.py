@@ -106,11 +106,12 @@ class StepDone:
     step ran synchronously, so it is always done."""
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.event = torch.cuda.Event() if device.type == "cuda" else None
 
     def record(self) -> None:
         if self.event is not None:
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(self.device))  # the run's device, whichever is current
 
     def __call__(self) -> bool:
         return self.event is None or self.event.query()
