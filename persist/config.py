@@ -178,6 +178,9 @@ class RunConfig:
     deterministic: bool = option(
         False, "CUDA: deterministic cuDNN and cuBLAS algorithms, so runs through different pipelines are identical"
     )
+    cudnn_benchmark: bool = option(
+        False, "CUDA: cuDNN autotunes each convolution's algorithm on its first call (torch.backends.cudnn.benchmark)"
+    )
     precision: str = option(
         "fp32",
         "tf32: CUDA tensor cores; bf16, fp16: autocast (fp16 with a gradient scaler)",
@@ -254,6 +257,11 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.cudnn_benchmark and self.deterministic:
+            raise ConfigError(
+                "cudnn_benchmark=True is not allowed with deterministic=True: autotuning picks algorithms by timing, "
+                "which --deterministic rules out; drop one of them"
+            )
         for f in fields(self):  # what each field's metadata allows: a registry's names, choices, a lowest integer
             value, choices, low = getattr(self, f.name), f.metadata.get("choices"), f.metadata.get("at_least")
             if isinstance(choices, Registry):
@@ -329,6 +337,7 @@ LEGACY_VALUES = {
     "model": "paper-alexnet",
     "precision": "fp32",
     "channels_last": False,
+    "cudnn_benchmark": False,
     "compile": False,
     "image_size": None,
     "skip_bad_files": False,

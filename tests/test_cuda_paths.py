@@ -196,3 +196,24 @@ def test_events_are_recorded_on_the_run_devices_stream_not_the_current_devices(m
     done = StepDone(device)
     done.record()
     assert done.event.streams == ["stream of cuda:1"]
+
+
+def test_cudnn_benchmark_is_a_recorded_option_refused_with_deterministic(tmp_path):
+    from persist.cli.main import main
+    from persist.config import RunConfig
+    from persist.errors import ConfigError
+    from persist.records import read_manifest
+    from persist.training.device import set_determinism
+
+    with pytest.raises(ConfigError, match="cudnn_benchmark=True is not allowed with deterministic=True"):
+        RunConfig(cudnn_benchmark=True, deterministic=True)
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        assert set_determinism(torch.device("cuda"), False, True)["cudnn_benchmark"] is True  # flags only: no GPU
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    small = ["--train-size", "64", "--test-size", "32", "--width", "0.125", "-m", "32", "--device", "cpu", "--quiet"]
+    assert main(["train", *small, "--epochs", "1", "--cudnn-benchmark", "--out", str(tmp_path / "run")]) == 0
+    assert read_manifest(tmp_path / "run")["config"]["cudnn_benchmark"] is True

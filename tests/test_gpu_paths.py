@@ -40,3 +40,13 @@ def test_the_example_pins_its_loader_on_cuda():
     args.train_size = 128
     _model, _optimizer, loader, _test, _device = example.setup(args)
     assert loader.pin_memory is True
+
+
+def test_cudnn_benchmark_is_set_and_recorded():
+    saved = torch.backends.cudnn.benchmark
+    try:
+        trainer = Trainer(RunConfig(**SMALL, cudnn_benchmark=True))
+        assert torch.backends.cudnn.benchmark is True and trainer.determinism["cudnn_benchmark"] is True
+        trainer.close()
+    finally:
+        torch.backends.cudnn.benchmark = saved

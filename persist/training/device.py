@@ -48,7 +48,7 @@ def _decide_device(spec: str, dist: DistContext | None) -> torch.device:
     return device
 
 
-def set_determinism(device: torch.device, deterministic: bool) -> dict:
+def set_determinism(device: torch.device, deterministic: bool, cudnn_benchmark: bool = False) -> dict:
     """What --deterministic asks of the device, done once per process before the first kernel; returns what was set.
 
     On CUDA: deterministic cuDNN algorithms (no autotuning), torch's deterministic-algorithms mode, and cuBLAS's
@@ -57,6 +57,8 @@ def set_determinism(device: torch.device, deterministic: bool) -> dict:
     if device.type != "cuda":
         return {"requested": deterministic, "applied": False, "why": "cpu kernels are deterministic already"}
     if not deterministic:
+        if cudnn_benchmark:  # --cudnn-benchmark: per process, before the first convolution
+            torch.backends.cudnn.benchmark = True
         return {"requested": False, "applied": False, "cudnn_benchmark": torch.backends.cudnn.benchmark}
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False

@@ -54,7 +54,8 @@ class Trainer:
         self.config = config
         self.dist = dist or DistContext()
         self.device = resolve_device(config.device, self.dist)
-        self.determinism = set_determinism(self.device, config.deterministic)  # before any kernel runs
+        # before any kernel runs: --deterministic or --cudnn-benchmark
+        self.determinism = set_determinism(self.device, config.deterministic, config.cudnn_benchmark)
         # the run's normalization applies whatever data were handed in: every pipeline reads data.mean/std
         self.data = (data if data is not None else load_dataset(config)).normalized(config.normalization)
         n, world = len(self.data.train_y), self.dist.world_size
