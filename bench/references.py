@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from torchvision.io import decode_jpeg, read_file
 
 from persist.data.base import ImageData, scaled_stats
-from persist.data.pipelines.torchvision_loader import ArrayDataset
+from persist.data.pipelines.sources import ArraySource
+from persist.data.pipelines.torchvision_loader import SourceDataset
 
 
 class JpegFolder(torch.utils.data.Dataset):
@@ -67,7 +68,7 @@ def dataloader_loop(
 ):
     dataset = JpegFolder(data.train_files, data.train_y, data) if data.train_files else None
     loader = DataLoader(
-        dataset or ArrayDataset(data.train_x, data.train_y, data),
+        dataset or SourceDataset(ArraySource(data), data),
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,

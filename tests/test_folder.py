@@ -14,7 +14,9 @@ from persist.cli.main import main
 from persist.config import RunConfig
 from persist.data import load_dataset
 from persist.data.imagefolder import INDEX_NAME, decode_rgb
-from persist.data.pipelines import folder_loaders, make_pipeline
+from persist.data.pipelines import make_pipeline, preloaded
+from persist.data.pipelines.sources import FolderSource
+from persist.data.pipelines.torchvision_loader import EpochBatchSampler
 from persist.data.resized_crop import RATIO, SCALE, resized_crop_one, rrc_windows
 from persist.errors import ConfigError, FolderError
 
@@ -143,7 +145,7 @@ def test_each_pipeline_cuts_the_seeds_windows(folder, pipeline, mean_levels):
 
 
 def test_each_pipeline_draws_the_seeds_windows(folder):
-    """The windows themselves: the torchvision sampler sends them, DALI's source sends them, preloaded maps them."""
+    """The windows themselves: the torchvision sampler sends them, DALI's source sends them, preloaded draws them."""
     config = _config(folder)
     data = load_dataset(config)
     sizes = torch.tensor(data.train_sizes)
@@ -151,17 +153,20 @@ def test_each_pipeline_draws_the_seeds_windows(folder):
 
     index = batch_indices(epoch_order(16, 0, 3), 4)[1]
     expected = rrc_windows(sizes[index], 0, 3, 1, 4)
-    sampler = folder_loaders.FolderBatchSampler(sizes, 4, 0)
+    sampler = EpochBatchSampler(FolderSource(data), 4, 0)
     sampler.set_epoch(3)
+    assert [row[0] for row in list(sampler)[1]] == index.tolist()
     assert [row[1:] for row in list(sampler)[1]] == expected.rows()
-    preloaded = make_pipeline(config, data, CPU)
-    assert preloaded.windows(3, 1, index).rows() == expected.rows()
+    pipeline = make_pipeline(config, data, CPU)
+    assert isinstance(pipeline.source, FolderSource)
+    assert pipeline.source.cuts(index, 0, 3, 1, 4).rows() == expected.rows()
     if HAS_DALI:
         from types import SimpleNamespace
 
-        from persist.data.pipelines.folder_dali import WindowSource
+        from persist.data.pipelines.dali_loader import LoadSource
 
-        _, _, start, shape, flip = WindowSource(data, 4, 0, 3, (0, 1))(SimpleNamespace(epoch_idx=0, iteration=1))
+        source = LoadSource(FolderSource(data), 4, 0, 3, (0, 1))
+        _, _, start, shape, flip = source(SimpleNamespace(epoch_idx=0, iteration=1))
         assert start.tolist() == [[r[0], r[1]] for r in expected.rows()]
         assert shape.tolist() == [[r[2], r[3]] for r in expected.rows()]
         assert flip.tolist() == [int(r[4]) for r in expected.rows()]
@@ -201,7 +206,7 @@ def test_a_changed_folder_is_noticed(folder):
 
 
 def test_preloaded_refuses_what_would_not_fit(folder, monkeypatch):
-    monkeypatch.setattr(folder_loaders, "free_bytes", lambda device: 10_000)
+    monkeypatch.setattr(preloaded, "free_bytes", lambda device: 10_000)
     config = _config(folder, preload_size=64)
     with pytest.raises(ConfigError, match=r"preload_size=64: 16 images x 3 x 64 x 64 = 0.00 GB would not fit"):
         make_pipeline(config, load_dataset(config), CPU)

@@ -9,7 +9,7 @@ from conftest import HAS_DALI
 from persist.config import RunConfig
 from persist.data.pipelines import DelayedPipeline, make_pipeline
 from persist.data.pipelines.dali_loader import dali_available
-from persist.data.pipelines.torchvision_loader import ArrayDataset
+from persist.data.pipelines.torchvision_loader import SourceDataset
 from persist.errors import PersistError, PipelineError
 from persist.training.trainer import Trainer
 
@@ -147,7 +147,7 @@ def test_a_dead_worker_is_one_clear_error(tiny_data, tiny_config, monkeypatch):
 
     config = replace(tiny_config, pipeline="torchvision", num_workers=1)
     trainer = Trainer(config, tiny_data)
-    monkeypatch.setattr(ArrayDataset, "__getitem__", lambda self, i: os._exit(3))  # the worker dies hard
+    monkeypatch.setattr(SourceDataset, "__getitem__", lambda self, i: os._exit(3))  # the worker dies hard
     with pytest.raises(PipelineError, match=r"torchvision pipeline failed loading batch 1 of epoch 1: RuntimeError"):
         trainer.train_epoch(1)
     trainer.close()

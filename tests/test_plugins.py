@@ -149,3 +149,54 @@ def test_registries_are_the_one_list_of_names(monkeypatch):
         from persist.training.trainer import Trainer
 
         Trainer(RunConfig(model="mine", dataset="digits", train_size=64, test_size=32, device="cpu", batch_size=32))
+
+
+class FolderProbe:
+    """A user's pipeline that keeps what make_pipeline hands it."""
+
+    name = "folder-probe"
+    received: dict | None = None
+
+    def __init__(self, data, batch_size, seed, device, *, augment=False, rank=0, world_size=1):
+        FolderProbe.received = {"data": data, "args": (batch_size, seed, device)}
+        FolderProbe.received["options"] = {"augment": augment, "rank": rank, "world_size": world_size}
+
+    def __len__(self):
+        return 0
+
+    def epoch(self, epoch):
+        yield from ()
+
+    def describe(self):
+        return {"pipeline": self.name}
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("name", ["folder-probe", "preloaded"])
+def test_a_registered_plugin_pipeline_receives_an_image_folder(tmp_path, monkeypatch, name):
+    """The registry is the one dispatch: an image folder reaches the user's class (under its own name, or under a
+    built-in's) with the protocol's arguments only, and its ImageData says what it holds."""
+    import torch
+    from test_folder import write_mixed_folder
+
+    from persist.data import load_dataset
+    from persist.data.pipelines import make_pipeline
+    from persist.registry import register_pipeline
+
+    monkeypatch.setattr(PIPELINES, "entries", dict(PIPELINES.entries))  # the registration ends with the test
+    monkeypatch.setattr(PIPELINES, "helps", dict(PIPELINES.helps))
+    register_pipeline(name, FolderProbe)
+    folder = write_mixed_folder(tmp_path / "images")
+    config = RunConfig(dataset="imagefolder", data_root=str(folder), image_size=16, batch_size=4, device="cpu")
+    config = RunConfig(**{**config.as_dict(), "pipeline": name})
+    data = load_dataset(config)
+    pipeline = make_pipeline(config, data, torch.device("cpu"), rank=1, world_size=2)
+    assert isinstance(pipeline, FolderProbe)
+    got = FolderProbe.received
+    assert got["data"] is data and got["args"] == (4, 0, torch.device("cpu"))
+    assert got["options"] == {"augment": False, "rank": 1, "world_size": 2}
+    assert got["data"].image_size == 16 and got["data"].train_x.shape == (0, 16, 16, 3)
+    assert len(got["data"].train_files) == len(got["data"].train_sizes) == len(got["data"].train_y) == 16
+    assert all(height >= 18 and width >= 20 for height, width in got["data"].train_sizes)  # each file's own (H, W)

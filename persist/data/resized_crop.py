@@ -33,13 +33,15 @@ EVAL_CROP_FRACTION = 0.875  # resize to S / 0.875, then the central S x S: Image
 
 @dataclass(frozen=True)
 class Windows:
-    """Per-sample crop windows in the image's own pixels (top, left, height, width), and whether to flip."""
+    """Per-sample crop windows in the image's own pixels (top, left, height, width), whether to flip, and the (H, W)
+    of the images they were drawn on."""
 
     top: torch.Tensor  # int64 (n,)
     left: torch.Tensor
     height: torch.Tensor
     width: torch.Tensor
     flip: torch.Tensor  # bool (n,)
+    image_hw: torch.Tensor  # int64 (n, 2)
 
     def __len__(self) -> int:
         return len(self.top)
@@ -84,7 +86,7 @@ def rrc_windows(
     chosen = [t.gather(1, take)[:, 0] for t in (top, left, h, w)]
     use = first >= 0
     result = [torch.where(use, c, f).to(torch.int64) for c, f in zip(chosen, fallback, strict=True)]
-    return Windows(*result, flip=flip)
+    return Windows(*result, flip=flip, image_hw=sizes_hw)
 
 
 def _fallback(height: torch.Tensor, width: torch.Tensor) -> tuple[torch.Tensor, ...]:

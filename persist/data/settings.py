@@ -43,3 +43,15 @@ def loader_settings(config: RunConfig, device: torch.device, world_size: int = 1
     given = [name for name in PIPELINE_OPTIONS if getattr(config, name) is not None]
     chosen = f"{cores} cores, {world_size} rank(s) on {device.type}; set by flag: {', '.join(given) or 'none'}"
     return torchvision, dali, chosen
+
+
+def pipeline_options(config: RunConfig, device: torch.device, world_size: int = 1) -> dict:
+    """The options of the built-in pipeline `config.pipeline`, by the name that declares them; {} for any other
+    (a plug-in gets the protocol's arguments only)."""
+    torchvision, dali, chosen = loader_settings(config, device, world_size)
+    options = {
+        "preloaded": {"preload_size": config.preload_size},
+        "torchvision": {**torchvision, "settings_chosen_from": chosen},
+        "dali": {**dali, "settings_chosen_from": chosen},
+    }
+    return options.get(config.pipeline, {})
