@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dali,dev]'
+	$(BIN)/pip install --quiet -e '.[dali,dev,docs]'
 	touch $@
 
 install: $(VENV)/.installed
