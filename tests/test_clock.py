@@ -48,10 +48,11 @@ def _fake_cuda(monkeypatch) -> dict:
         def __init__(self, enable_timing: bool = False):
             self.created, self.at = False, None
 
-        def record(self) -> None:
+        def record(self, stream=None) -> None:
             if not self.created:
                 self.created = True
                 state["made"].append((state["phase"], state["device"]))
+            state.setdefault("streams", []).append(stream)
             state["time"] += 1.0
             self.at = state["time"]
 
@@ -68,6 +69,7 @@ def _fake_cuda(monkeypatch) -> dict:
         state["device"] = previous
 
     monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream", device))
     monkeypatch.setattr(torch.cuda, "device", device)
     return state
 
@@ -85,3 +87,4 @@ def test_cuda_event_clock_makes_its_events_on_its_device_before_the_timed_steps(
         times = clock.resolve()
         assert times.steps == 3 and times.compute_s == pytest.approx(3.0) and times.gpu_idle_s == pytest.approx(2.0)
     assert cuda["made"] == [("begin_epoch", torch.device("cuda", 1))] * 6  # made once, none inside the timed loop
+    assert set(cuda["streams"]) == {("stream", torch.device("cuda", 1))}  # the run device's stream, every time
