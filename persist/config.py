@@ -6,7 +6,6 @@ manifest, so a record can always be traced back to exactly what produced it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from persist.errors import ConfigError, PersistError
@@ -20,11 +19,11 @@ from persist.validation import (
     check_device,
     check_folder_options,
     check_pipeline_options,
+    check_values,
     one_of,
     parse_budget,
     parse_persistency,
     persistency_label,
-    positive,
     registered,
 )
 
@@ -257,11 +256,6 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.cudnn_benchmark and self.deterministic:
-            raise ConfigError(
-                "cudnn_benchmark=True is not allowed with deterministic=True: autotuning picks algorithms by timing, "
-                "which --deterministic rules out; drop one of them"
-            )
         for f in fields(self):  # what each field's metadata allows: a registry's names, choices, a lowest integer
             value, choices, low = getattr(self, f.name), f.metadata.get("choices"), f.metadata.get("at_least")
             if isinstance(choices, Registry):
@@ -270,30 +264,7 @@ class RunConfig:
                 one_of(f.name, value, choices)
             elif low is not None and "pipeline" not in f.metadata and (value is not None or f.default is not None):
                 at_least(f.name, value, low)
-        if self.storage_dir is not None and self.storage != "jpeg":
-            raise ConfigError(f"storage_dir={self.storage_dir!r} needs storage='jpeg', not {self.storage!r}")
-        if not (isinstance(self.jpeg_quality, int) and not isinstance(self.jpeg_quality, bool)) or not (
-            1 <= self.jpeg_quality <= 100
-        ):
-            raise ConfigError(f"jpeg_quality={self.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
-        if self.reuse == "reaugment" and self.augment != "crop-flip":
-            raise ConfigError(
-                f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {self.augment!r}"
-            )
-        if self.adaptive and self.persistency < 2:
-            raise ConfigError(f"persistency=auto:{self.persistency} is not allowed: auto needs a cap of 2 or more")
-        if self.budget_s is not None:
-            positive("budget_s", self.budget_s)
-        if self.budget_s is not None and self.budget_sample_steps is not None:
-            raise ConfigError("budget_s and budget_sample_steps are both set: give one budget")
-        positive("lr", self.lr)
-        positive("width", self.width)
-        if self.width != 1.0 and self.model != "paper-alexnet":
-            raise ConfigError(f"width={self.width!r} applies only to --model paper-alexnet, not to {self.model}")
-        if not (0.0 <= self.momentum < 1.0) or math.isnan(self.momentum):
-            raise ConfigError(f"momentum={self.momentum!r} is not allowed: use 0 <= momentum < 1")
-        if not (self.delay_ms >= 0.0 and math.isfinite(self.delay_ms)):
-            raise ConfigError(f"delay_ms={self.delay_ms!r} is not allowed: use a finite value >= 0")
+        check_values(self)  # the checks across fields, and of values no metadata can say
         check_device(self.device)
         check_pipeline_options(self, PIPELINE_OPTIONS)
         check_folder_options(self)
@@ -324,35 +295,3 @@ def with_profile(config: RunConfig, profile: str) -> RunConfig:
     """`config` with the sizes of a named profile (smoke | paper) applied."""
     one_of("profile", profile, tuple(PROFILES))
     return replace(config, **PROFILES[profile])
-
-
-# Fields added after runs were already on disk, with the value those runs used (not today's default): a manifest
-# that lacks one describes a run made before it existed.
-LEGACY_VALUES = {
-    "normalization": "standardize",
-    "augment": "none",
-    "reuse": "same",
-    "storage": "raw",
-    "jpeg_quality": 90,
-    "model": "paper-alexnet",
-    "precision": "fp32",
-    "channels_last": False,
-    "cudnn_benchmark": False,
-    "compile": False,
-    "image_size": None,
-    "skip_bad_files": False,
-    "preload_size": None,
-    "adaptive": False,
-}
-
-
-def from_dict(values: dict) -> RunConfig:
-    """Rebuild a RunConfig from a manifest, refusing unknown keys rather than dropping them."""
-    values = {**LEGACY_VALUES, **values}
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown config field(s) {', '.join(unknown)}: this manifest is from another persist version"
-        )
-    return RunConfig(**values)

@@ -14,17 +14,49 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from persist.config import LEGACY_VALUES, RunConfig, from_dict
-from persist.errors import RunDirError
+from persist.config import RunConfig
+from persist.errors import ConfigError, RunDirError
 
 if TYPE_CHECKING:  # pandas is imported lazily: the trainer never needs it
     import pandas
 
 MANIFEST, EPOCHS, EVALS, CHECKPOINT = "manifest.json", "epochs.jsonl", "evals.jsonl", "checkpoint.pt"
+
+
+# Fields added after runs were already on disk, with the value those runs used (not today's default): a manifest
+# that lacks one describes a run made before it existed.
+LEGACY_VALUES = {
+    "normalization": "standardize",
+    "augment": "none",
+    "reuse": "same",
+    "storage": "raw",
+    "jpeg_quality": 90,
+    "model": "paper-alexnet",
+    "precision": "fp32",
+    "channels_last": False,
+    "cudnn_benchmark": False,
+    "compile": False,
+    "image_size": None,
+    "skip_bad_files": False,
+    "preload_size": None,
+    "adaptive": False,
+}
+
+
+def from_dict(values: dict) -> RunConfig:
+    """Rebuild a RunConfig from a manifest, refusing unknown keys rather than dropping them."""
+    values = {**LEGACY_VALUES, **values}
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(unknown)}: this manifest is from another persist version"
+        )
+    return RunConfig(**values)
 
 
 @dataclass(frozen=True)

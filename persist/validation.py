@@ -128,3 +128,37 @@ def budget_fields(budget: dict | None, epochs: int | None) -> dict:
     if budget.keys() & {"budget_s", "budget_sample_steps"} and epochs is None:
         budget["epochs"] = UNCAPPED_EPOCHS
     return budget
+
+
+def check_values(config) -> None:
+    """A RunConfig's checks across fields and of values its field metadata cannot state (ranges of floats, pairs
+    that exclude each other); each is one line naming the value and what is allowed."""
+    if config.cudnn_benchmark and config.deterministic:
+        raise ConfigError(
+            "cudnn_benchmark=True is not allowed with deterministic=True: autotuning picks algorithms by timing, "
+            "which --deterministic rules out; drop one of them"
+        )
+    if config.storage_dir is not None and config.storage != "jpeg":
+        raise ConfigError(f"storage_dir={config.storage_dir!r} needs storage='jpeg', not {config.storage!r}")
+    if not (isinstance(config.jpeg_quality, int) and not isinstance(config.jpeg_quality, bool)) or not (
+        1 <= config.jpeg_quality <= 100
+    ):
+        raise ConfigError(f"jpeg_quality={config.jpeg_quality!r} is not allowed: use an integer from 1 to 100")
+    if config.reuse == "reaugment" and config.augment != "crop-flip":
+        raise ConfigError(
+            f"reuse='reaugment' needs augment='crop-flip' (it re-draws the crop-flip), not {config.augment!r}"
+        )
+    if config.adaptive and config.persistency < 2:
+        raise ConfigError(f"persistency=auto:{config.persistency} is not allowed: auto needs a cap of 2 or more")
+    if config.budget_s is not None:
+        positive("budget_s", config.budget_s)
+    if config.budget_s is not None and config.budget_sample_steps is not None:
+        raise ConfigError("budget_s and budget_sample_steps are both set: give one budget")
+    positive("lr", config.lr)
+    positive("width", config.width)
+    if config.width != 1.0 and config.model != "paper-alexnet":
+        raise ConfigError(f"width={config.width!r} applies only to --model paper-alexnet, not to {config.model}")
+    if not (0.0 <= config.momentum < 1.0) or math.isnan(config.momentum):
+        raise ConfigError(f"momentum={config.momentum!r} is not allowed: use 0 <= momentum < 1")
+    if not (config.delay_ms >= 0.0 and math.isfinite(config.delay_ms)):
+        raise ConfigError(f"delay_ms={config.delay_ms!r} is not allowed: use a finite value >= 0")

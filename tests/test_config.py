@@ -1,7 +1,8 @@
 import pytest
 
-from persist.config import RunConfig, from_dict, with_profile
+from persist.config import RunConfig, with_profile
 from persist.errors import ConfigError
+from persist.records import from_dict
 
 
 @pytest.mark.parametrize(
