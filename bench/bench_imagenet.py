@@ -55,7 +55,7 @@ def _workload(setup) -> Workload:
 
 
 @pytest.fixture(scope="session")
-def imagenet_config(setup, pytestconfig) -> RunConfig:
+def imagenet_config(setup, pytestconfig, tmp_path_factory) -> RunConfig:
     """The workload's RunConfig on its folder: a real one from --persist-data-root, or the synthetic one."""
     workload = _workload(setup)
     given = pytestconfig.getoption("--persist-data-root")
@@ -64,7 +64,10 @@ def imagenet_config(setup, pytestconfig) -> RunConfig:
     else:
         spec = workload.folder
         name = f"synthetic-folder-{spec.train_images}-{spec.val_images}-{spec.classes}-{spec.min_size}-{spec.max_size}"
-        root, _ = write_synthetic_folder(pytestconfig.cache.mkdir("persist-imagenet") / name, spec)
+        # kept in pytest's cache between sessions; a temporary folder when the cache plugin is off
+        cache = getattr(pytestconfig, "cache", None)
+        parent = cache.mkdir("persist-imagenet") if cache is not None else tmp_path_factory.mktemp("persist-imagenet")
+        root, _ = write_synthetic_folder(parent / name, spec)
     return RunConfig(
         dataset="imagefolder",
         data_root=str(root),
