@@ -50,6 +50,8 @@ class LoadStream:
     load that the training stream waits on; on a CPU, nothing to order."""
 
     def __init__(self, device: torch.device | None):
+        if device is not None and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # the training thread's, not the new thread's 0
         self.device = device if device is not None and device.type == "cuda" else None
         self.stream = None
 
