@@ -27,9 +27,10 @@ DELAY_TOLERANCE = 0.05
 
 
 def bench_clock_overhead(benchmark, setup, bench_data):
-    """The clock's own cost: an epoch's steps worth of empty step_start/step_end pairs plus resolve() on the clock a
-    run uses (CUDA events on a GPU, the host clock on a CPU), against the wall time of an epoch without any step
-    clock (NullClock). One ratio (clock cost / bare epoch) per pair; the benchmark's rounds are the clock's cost."""
+    """The clock's own cost: an epoch's steps worth of empty step_start/step_end pairs, each after a load's marks
+    (K=1), plus resolve() on the clock a run uses (CUDA events on a GPU, the host clock on a CPU), against the wall
+    time of an epoch without any step clock (NullClock). One ratio (clock cost / bare epoch) per pair; the
+    benchmark's rounds are the clock's cost."""
     # the smallest m has the most steps per epoch, so the clock's per-step cost weighs most there
     config = replace(setup.base, pipeline="preloaded", batch_size=min(setup.batch_sizes), persistency=1)
     bare = Trainer(config, bench_data, clock=NullClock())
@@ -39,9 +40,10 @@ def bench_clock_overhead(benchmark, setup, bench_data):
         clock.begin_epoch(steps)  # outside the timing, as in train_epoch: CUDA events are made before the epoch
         start = time.perf_counter()
         for _ in range(steps):
+            clock.load_start(), clock.load_end()
             clock.step_start()
             clock.step_end()
-        clock.resolve()  # CUDA: synchronizes on the last event and reads 2 intervals per step
+        clock.resolve()  # CUDA: synchronizes on the last event and reads 3 intervals per step (its gap, its stall)
         return time.perf_counter() - start
 
     bare.train_epoch(next(epochs)), clock_cost_s()  # warm-up

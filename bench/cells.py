@@ -61,6 +61,7 @@ def divergence(rounds: list[dict]) -> dict:
 
 def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], warmup_rounds: int = 1) -> dict:
     timed = rounds[warmup_rounds:]
+    has_stall = all(r.get("data_stall_s") is not None for r in timed)  # the device's data stall (docs/clocks.md)
     wall_s = median_of(timed, "wall_s")
     last = timed[-1]
     info = schema.TrainEpoch(
@@ -87,6 +88,7 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         data_wait_s=median_of(timed, "data_wait_s"),
         compute_s=median_of(timed, "compute_s"),
         gpu_idle_s=median_of(timed, "gpu_idle_s"),
+        data_stall_s=median_of(timed, "data_stall_s") if has_stall else None,
         outside_wall_s=median_of(timed, "outside_wall_s") if all("outside_wall_s" in r for r in timed) else None,
         loads=last["loads"],
         steps=last["steps"],

@@ -13,6 +13,10 @@ Per epoch at K, with the same loads (one pass over the data) and K steps on each
                load = wait + step when the wait is > 0 (when it is ~0, load <= step, and no K stalls either).
 The first fetch of an epoch (iter(): worker start-up, the first batch, which nothing overlaps) is a fixed cost per
 epoch when it was measured apart (Meter runs); otherwise it is averaged in with the other loads.
+
+"wait" is the host's data_wait_s on a CPU. On CUDA it is the device's data stall (data_stall_s, docs/clocks.md) when
+the record has it: when the device is the bottleneck the host blocks in whichever launch finds CUDA's queue full,
+often a load's, so the host's wait grows with compute and would make K seem to save what the device never idled.
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 LOADERS = ("async", "sync")
+DEVICE_CLOCK = "cuda_events"  # the step clock with a device timeline of its own
+
+
+def wait_figure(clock: str | None, data_wait_s: float, data_stall_s: float | None) -> tuple[float, str]:
+    """(the data wait a forecast starts from, "device" | "host"): on CUDA the device's idle waiting for data when it
+    was recorded; elsewhere (the CPU, records written before it existed) the host's time blocked fetching."""
+    if clock == DEVICE_CLOCK and data_stall_s is not None:
+        return data_stall_s, "device"
+    return data_wait_s, "host"
 
 
 def loader_of_pipeline(pipeline: str, options: dict | None) -> str:

@@ -80,6 +80,8 @@ class EpochRecord:
     dist: dict = field(default_factory=dict)  # several ranks: world size, backend, per-rank max/mean, all-reduce
     budget_met: bool = False  # training stopped inside this epoch because the run's budget was spent
     uses_per_load: dict = field(default_factory=dict)  # --persistency auto: {"k": loads that got k uses}
+    device_wait_s: float = 0.0  # host time waiting for the device to finish a queued step (--persistency auto)
+    data_stall_s: float | None = None  # device idle before the first step after each load; CPU: = data_wait_s
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -22,7 +22,7 @@ class ScheduledSource:
     def __init__(self, batches, clock, load_s):
         self.batches, self.clock = list(batches), clock
         self.ready_at = [(i + 1) * load_s for i in range(len(self.batches))]
-        self.next, self.closed = 0, False
+        self.next, self.closed, self.waited_s = 0, False, 0.0
 
     def ready(self) -> bool:
         due = self.ready_at[min(self.next, len(self.ready_at) - 1)]
@@ -34,6 +34,7 @@ class ScheduledSource:
     def __next__(self):
         if self.next == len(self.batches):
             raise StopIteration
+        self.waited_s += max(0.0, self.ready_at[self.next] - self.clock.t)
         self.clock.t = max(self.clock.t, self.ready_at[self.next])  # wait for it
         self.next += 1
         return self.batches[self.next - 1]
@@ -42,12 +43,31 @@ class ScheduledSource:
         self.closed = True
 
 
-def _auto_epoch(tiny_data, tiny_config, fake_clock, monkeypatch, load_s, cap):
+class LaggingDevice:
+    """A StepDone for a device that finishes each queued step `lag_s` after the host's call returned; every look
+    at it takes `poll_s` of host time."""
+
+    def __init__(self, clock, lag_s, poll_s):
+        self.clock, self.lag_s, self.poll_s = clock, lag_s, poll_s
+        self.busy_until, self.looked_s = 0.0, 0.0
+
+    def record(self):
+        self.busy_until = self.clock.t + self.lag_s
+
+    def __call__(self):
+        self.clock.sleep(self.poll_s)
+        self.looked_s += self.poll_s
+        return self.clock.t >= self.busy_until
+
+
+def _auto_epoch(tiny_data, tiny_config, fake_clock, monkeypatch, load_s, cap, step_done=None):
     config = replace(tiny_config, persistency=cap, adaptive=True)  # 256 images, m=32: 8 loads
     trainer = Trainer(config, tiny_data, clock=HostClock(now=fake_clock.now), now=fake_clock.now)
+    if step_done is not None:
+        trainer.step_done = step_done
     sources = []
 
-    def scheduled(batches):
+    def scheduled(batches, **_options):
         sources.append(ScheduledSource(batches, fake_clock, load_s))
         return sources[-1]
 
@@ -71,6 +91,16 @@ def test_auto_steps_again_exactly_while_the_next_batch_is_late(tiny_data, tiny_c
     assert stats["steps"] == 19 and stats["loads"] == 8 and source.closed
     assert stats["data_wait_s"] == pytest.approx(2.5) and stats["wall_s"] == pytest.approx(21.5)
     assert stats["compute_s"] == pytest.approx(19 * STEP_S) and stats["gpu_idle_s"] == pytest.approx(0)
+
+
+def test_the_hosts_wait_for_a_busy_device_is_device_wait_not_data_wait(tiny_data, tiny_config, fake_clock, monkeypatch):
+    """A device 0.5 s behind the host: asking whether to step again waits for it, and that time is device_wait_s;
+    data_wait_s holds only the fetches' own waits for a batch."""
+    device = LaggingDevice(fake_clock, lag_s=0.5, poll_s=0.125)
+    stats, _, source = _auto_epoch(tiny_data, tiny_config, fake_clock, monkeypatch, 2.5, 4, step_done=device)
+    assert device.looked_s > 1.0 and stats["device_wait_s"] == pytest.approx(device.looked_s)
+    assert stats["data_wait_s"] == pytest.approx(source.waited_s)
+    assert stats["data_stall_s"] == stats["data_wait_s"]  # the host clock: the CPU's stall is the host's wait
 
 
 def test_auto_never_goes_beyond_its_cap(tiny_data, tiny_config, fake_clock, monkeypatch):

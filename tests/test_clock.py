@@ -86,5 +86,6 @@ def test_cuda_event_clock_makes_its_events_on_its_device_before_the_timed_steps(
             clock.step_end()
         times = clock.resolve()
         assert times.steps == 3 and times.compute_s == pytest.approx(3.0) and times.gpu_idle_s == pytest.approx(2.0)
-    assert cuda["made"] == [("begin_epoch", torch.device("cuda", 1))] * 6  # made once, none inside the timed loop
+    # made once (2 per step, 1 per load, one load per step at most, and the last fetch), none inside the timed loop
+    assert cuda["made"] == [("begin_epoch", torch.device("cuda", 1))] * (6 + 4)
     assert set(cuda["streams"]) == {("stream", torch.device("cuda", 1))}  # the run device's stream, every time

@@ -50,3 +50,52 @@ def test_cudnn_benchmark_is_set_and_recorded():
         trainer.close()
     finally:
         torch.backends.cudnn.benchmark = saved
+
+
+def test_auto_loads_on_a_stream_apart_on_the_runs_device_and_records_the_device_figures():
+    import math
+
+    trainer = Trainer(RunConfig(**SMALL, persistency=3, adaptive=True))
+    seen, real_epoch = [], trainer.pipeline.epoch
+
+    def epoch(number):  # runs in the prefetch thread: where its loads go
+        for batch in real_epoch(number):
+            seen.append((torch.cuda.current_stream(trainer.device), torch.cuda.current_device()))
+            yield batch
+
+    trainer.pipeline.epoch = epoch
+    trainer.train_epoch(1)  # warm-up
+    stats = trainer.train_epoch(2)
+    training = torch.cuda.current_stream(trainer.device)
+    trainer.close()
+    assert seen and all(stream != training for stream, _ in seen)
+    assert {index for _, index in seen} == {trainer.device.index}
+    assert stats["clock"] == "cuda_events" and math.isfinite(stats["train_loss"])
+    assert 0 <= stats["data_stall_s"] <= stats["wall_s"] and stats["device_wait_s"] >= 0
+
+
+def test_a_fixed_k_epoch_records_the_devices_data_stall():
+    trainer = Trainer(RunConfig(**SMALL, persistency=2))
+    trainer.train_epoch(1)  # warm-up
+    stats = trainer.train_epoch(2)
+    trainer.close()
+    assert stats["data_stall_s"] is not None and 0 <= stats["data_stall_s"] <= stats["wall_s"]
+    assert stats["device_wait_s"] == 0.0
+
+
+def test_a_batch_loaded_on_the_loading_stream_is_whole_when_training_uses_it():
+    from persist.training.adaptive import Prefetcher
+
+    device = torch.device("cuda", torch.cuda.current_device())
+
+    def batches():
+        for i in range(4):
+            x = torch.full((2048, 2048), float(i), device=device)
+            for _ in range(50):  # keeps the loading stream busy after the batch is handed over
+                x = x * 1.0 + 0.0
+            yield (x,)
+
+    prefetcher = Prefetcher(batches(), device=device)
+    sums = [float((x * 1.0).sum()) for (x,) in prefetcher]  # the product runs on the training stream
+    prefetcher.close()
+    assert sums == [float(i * 2048 * 2048) for i in range(4)]

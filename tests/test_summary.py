@@ -185,3 +185,16 @@ def test_the_imagenet_workload_gets_its_own_table_and_every_cell_its_au(tmp_path
     assert "imagenet workload (torchvision:resnet18 fp32 at 32 px)" in out
     assert "AU >= 90%" in out and "MLPerf Storage" in out
     assert out.count(" yes ") == 1 and out.count(" no ") == 2
+
+
+def test_a_cuda_cell_is_predicted_from_the_devices_data_stall():
+    """Preloaded on CUDA, device-bound: the host waited 0.4 s, blocked in launches behind CUDA's full queue, but the
+    device idled only 0.1 s for data (0.01 s per load), so a step costs 0.09 s: K=5 = 10 x 0.01 + 50 x 0.09 = 4.6 s
+    (from the host's wait it would be 3.4 s). A cell without the device figure keeps the host's."""
+    k1 = _cell("preloaded", 256, 1, 1.0, 0.4, 0.9, 0.1)
+    k5 = _cell("preloaded", 256, 5, 4.6, 0.4, 4.5, 0.1)
+    for cell, steps in ((k1, 10), (k5, 50)):
+        cell["extra_info"].update(loads=10, steps=steps, clock="cuda_events", data_stall_s=0.1)
+    assert summary_rows([k1, k5])[1]["predicted_epoch_s"] == pytest.approx(4.6)
+    del k1["extra_info"]["data_stall_s"]
+    assert summary_rows([k1, k5])[1]["predicted_epoch_s"] == pytest.approx(3.4)

@@ -148,3 +148,39 @@ def test_a_loader_that_kept_up_gets_a_bound_not_a_load_time_and_a_slow_replay_is
     assert main(["whatif", str(_meter_run(tmp_path / "sync", fake_clock)), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["load_is_upper_bound"] is False and result["caveats"] == []
+
+
+def _as_if_on(run, clock: str, data_stall_s: float | None):
+    """The run's epochs rewritten as another clock would have recorded them (None: a record from before the field)."""
+    path = run / "epochs.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records:
+        r["clock"] = clock
+        if data_stall_s is None:
+            r.pop("data_stall_s", None), r.pop("device_wait_s", None)
+        else:
+            r["data_stall_s"] = data_stall_s
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.mark.parametrize(
+    ("clock", "stall", "figure", "k2_epoch_s"),
+    [
+        # the device idled 0.1 s of the host's 0.4 s data wait: the rest of the wait was the host blocked in
+        # launches behind the device's queue, time the device computed, which K does not save
+        ("cuda_events", 0.1, "device", 0.1 + 20 * (1.0 - 0.1) / 10),
+        ("cuda_events", None, "host", 0.4 + 20 * 0.06),  # a CUDA record from before data_stall_s
+        ("host", 0.4, "host", 0.4 + 20 * 0.06),  # a CPU: the host's wait is the stall
+    ],
+)
+def test_on_cuda_whatif_forecasts_from_the_devices_data_stall(
+    tmp_path, fake_clock, capsys, clock, stall, figure, k2_epoch_s
+):
+    run = _meter_run(tmp_path / "run", fake_clock)
+    _as_if_on(run, clock, stall)
+    assert main(["whatif", str(run), "--persistencies", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["wait_figure"] == figure and result["host_data_wait_s"] == pytest.approx(0.4)
+    assert result["forecasts"][0]["epoch_s"] == pytest.approx(k2_epoch_s)
+    assert main(["whatif", str(run), "--persistencies", "2"]) == 0
+    assert ("device data stall" in capsys.readouterr().out) == (figure == "device")

@@ -3,7 +3,8 @@
 From one K=1 run (a Meter run or a `persist train` run) it forecasts each K's epoch time, loading factor and AU
 (compute / wall) with persist.forecast's model (prefetching or synchronous loader), and puts the ceiling beside them:
 the time per step of a replay run of the same loop (persist.replay: ideal loading), or, with none given, the K=1
-run's compute per step. Reads run folders only.
+run's compute per step. Reads run folders only. On CUDA the wait it starts from is the device's data stall
+(data_stall_s) where the records have it, the host's data_wait_s elsewhere (persist.forecast.wait_figure).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from persist.errors import PersistError
-from persist.forecast import LOADERS, Forecast, Measured, forecast, loader_of_pipeline
+from persist.forecast import LOADERS, Forecast, Measured, forecast, loader_of_pipeline, wait_figure
 from persist.records import EpochRecord, read_manifest, read_meter_lines, read_records
 
 FIELDS = ("wall_s", "data_wait_s", "compute_s")
+WAIT_LABELS = {"device": "device data stall", "host": "data wait"}  # which wait the forecast starts from
 KEPT_UP = 0.02  # a prefetching loader whose wait per load is under this share of a step kept up: its load is unknown
 
 
@@ -64,13 +66,24 @@ def measured_k1(run: Path, loader: str | None = None) -> tuple[Measured, dict]:
         "epochs_used": [r.epoch for r in records],
         "loader_why": why,
         "clock": records[-1].clock,
+        "wait_figure": figure_of(records),
+        "host_data_wait_s": statistics.median(r.data_wait_s for r in records),
     }
     return measured, context
 
 
+def figure_of(records: list[EpochRecord]) -> str:
+    """ "device" when every epoch has the device's data stall (CUDA), else "host"."""
+    figures = {wait_figure(r.clock, r.data_wait_s, r.data_stall_s)[1] for r in records}
+    return "device" if figures == {"device"} else "host"
+
+
 def measured_of(records: list[EpochRecord], meter_lines: list[dict], loader: str) -> Measured:
-    """The median of K=1 epochs as the forecast's input; with a Meter's lines, the first fetch apart."""
+    """The median of K=1 epochs as the forecast's input; with a Meter's lines, the first fetch apart. The wait is
+    the device's data stall on CUDA where every epoch has it (figure_of), the host's data wait otherwise."""
     numbers = {f: statistics.median(getattr(r, f) for r in records) for f in FIELDS}
+    if figure_of(records) == "device":
+        numbers["data_wait_s"] = statistics.median(r.data_stall_s for r in records)
     epochs = {r.epoch for r in records}
     first = [m["first_wait_s"] for m in meter_lines if m.get("epoch") in epochs and m.get("first_wait_s") is not None]
     return Measured(
@@ -150,8 +163,9 @@ def render(result: dict) -> Table:
     table = Table(
         "K", "epoch s", "time/step ms", "stall/load ms", "loading x", "AU %", "ceiling epoch s", "ceiling loading x",
         title=(
-            f"persist whatif {result['run']}: K=1 measured {k1['wall_s']:.3f} s/epoch ({k1['loads']} loads, data "
-            f"wait {k1['data_wait_s']:.3f} s, AU {100 * k1['au']:.0f}%); loader {result['loader']} "
+            f"persist whatif {result['run']}: K=1 measured {k1['wall_s']:.3f} s/epoch ({k1['loads']} loads, "
+            f"{WAIT_LABELS[result['wait_figure']]} {k1['data_wait_s']:.3f} s, AU {100 * k1['au']:.0f}%); "
+            f"loader {result['loader']} "
             f"({result['loader_why']}); load {'<= ' if result['load_is_upper_bound'] else ''}"
             f"{1e3 * result['load_per_batch_s']:.2f} ms/batch from {result['load_source']}; "
             f"ceiling {1e3 * result['ceiling_per_step_s']:.2f} ms/step from {result['ceiling_source']}; "

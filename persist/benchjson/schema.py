@@ -62,6 +62,7 @@ class TrainEpoch:
     compute_s: float
     gpu_idle_s: float
     wall_s: float | None = None  # median over timed rounds of the epoch's own wall time (what the bench times)
+    data_stall_s: float | None = None  # median device idle before the first step after each load (docs/clocks.md)
     outside_wall_s: float | None = None  # median per round of the epoch call's time outside wall_s (NVML stop, resolve)
     loads: int | None = None
     steps: int | None = None

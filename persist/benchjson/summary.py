@@ -16,7 +16,7 @@ from persist.benchjson import schema
 from persist.benchjson.checks import check_rows, render_checks
 from persist.config import persistency_label
 from persist.errors import PersistError
-from persist.forecast import Measured, epoch_s, loader_of_pipeline
+from persist.forecast import Measured, epoch_s, loader_of_pipeline, wait_figure
 from persist.tables import table_console
 
 AU_PASS_PCT = 90.0  # MLPerf Storage passes a training run when accelerator utilization (compute / wall) is >= 90%
@@ -79,6 +79,7 @@ def summary_rows(benchmarks: list[dict]) -> list[dict]:
                 "steps": info.steps,
                 "compute_s": info.compute_s,
                 "data_wait_s": info.data_wait_s,
+                "data_stall_s": info.data_stall_s,
                 "loader": loader_of_pipeline(info.pipeline, info.pipeline_options),
                 "fresh_img_per_s": info.fresh_samples / median_s,
                 "data_wait_pct": 100 * info.data_wait_s / median_s,
@@ -109,12 +110,12 @@ def predict_epoch_s(k1: dict, loads: int | None, steps: int | None) -> float | N
     K=1 wait per load with a synchronous loader (preloaded, torchvision with 0 workers), and with a prefetching one
     (DALI, torchvision workers; the cell's pipeline options say which) only by what the load's production time
     (inferred as K=1 wait + step) exceeds the K steps it overlaps. The error column shows how far it explains
-    every K's epoch."""
+    every K's epoch. On CUDA the wait is the device's data stall where the cell recorded it (forecast.wait_figure)."""
     if not (k1.get("loads") and k1.get("steps") and loads and steps) or k1.get("data_wait_s") is None:
         return None
     measured = Measured(
         wall_s=k1["epoch_median_s"],
-        data_wait_s=k1["data_wait_s"],
+        data_wait_s=wait_figure(k1.get("clock"), k1["data_wait_s"], k1.get("data_stall_s"))[0],
         compute_s=k1["compute_s"],
         loads=k1["loads"],
         steps=k1["steps"],

@@ -10,6 +10,13 @@ gpu_idle_s is "not in a training step", not "no kernel running": on CUDA the gap
 between steps, such as the preloaded pipeline's gather and normalize kernels (and its crop-flip), and the
 host-to-device copies queued between steps (torchvision's batches, the crop parameters). A gap is device idle time
 plus the loading work on the training stream; NVML's utilization counts the second as busy.
+
+On CUDA the clock also records an event at the start of each load (`load_start`, before each fetch of a batch; a
+fetch that brings none is dropped at `load_end`), resolved with the step events. data_stall_s is the device's side of
+data wait: for each step that follows a load, the gap on the training stream from the previous step's end to that
+step's start (from the load's start event for the epoch's first step, or after a pause). The gaps between uses of
+the same batch are not in it. On the CPU the host clock has no timeline apart from the host: data_stall_s is None
+there, and the epoch takes the host's data wait for it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class StepTimes:
     compute_s: float
     gpu_idle_s: float
     steps: int
+    data_stall_s: float | None = None  # device idle before the first step after each load; None: no device timeline
 
 
 class StepClock(Protocol):
@@ -40,6 +48,10 @@ class StepClock(Protocol):
     def step_end(self) -> None: ...
 
     def pause(self) -> None: ...  # training stops here for a while: the next gap is not device idle time
+
+    def load_start(self) -> None: ...  # a fetch of the next batch begins
+
+    def load_end(self, loaded: bool = True) -> None: ...  # it ended; loaded=False: it brought no batch (the end)
 
     def resolve(self) -> StepTimes: ...
 
@@ -55,6 +67,31 @@ def sum_intervals(
     gaps = zip(ends[:-1], starts[1:], strict=True)
     gpu_idle_s = sum(elapsed_s(e, s) for i, (e, s) in enumerate(gaps, start=1) if i not in breaks)
     return StepTimes(compute_s, gpu_idle_s, len(starts))
+
+
+def sum_stalls(
+    starts: Sequence,
+    ends: Sequence,
+    loads: Sequence[tuple[object, int]],
+    elapsed_s: Callable[[object, object], float],
+    breaks: frozenset[int] = frozenset(),
+) -> float:
+    """The data stall: for each load, given as (its start stamp, the index of the step after it), the gap from the
+    previous step's end to that step's start; from the load's own start for the first step or after a pause (the
+    device was idle there). A load with no step after it (the epoch's last fetch) stalls nothing; a step after
+    several loads counts its gap once."""
+    stall_s, seen = 0.0, set()
+    for load_start, step in loads:
+        if step >= len(starts) or step in seen:
+            continue
+        seen.add(step)
+        since = load_start if step == 0 or step in breaks else ends[step - 1]
+        stall_s += max(0.0, elapsed_s(since, starts[step]))
+    return stall_s
+
+
+def _elapsed_s(start: torch.cuda.Event, end: torch.cuda.Event) -> float:
+    return start.elapsed_time(end) / 1000  # CUDA reports ms
 
 
 class HostClock:
@@ -77,6 +114,12 @@ class HostClock:
     def pause(self) -> None:
         self.breaks.add(len(self.starts))
 
+    def load_start(self) -> None:
+        pass  # the host's data wait is the CPU's data stall: nothing more to stamp
+
+    def load_end(self, loaded: bool = True) -> None:
+        pass
+
     def resolve(self) -> StepTimes:
         return sum_intervals(self.starts, self.ends, lambda a, b: b - a, frozenset(self.breaks))
 
@@ -88,34 +131,54 @@ class CudaEventClock:
         self.device = device  # None: the current device
         self.pool: list[torch.cuda.Event] = []
         self.used = 0
+        self.load_pool: list[torch.cuda.Event] = []  # one start event per load
+        self.loads: list[tuple[int, int]] = []  # (load_pool index of its start, index of the step after it)
 
     def begin_epoch(self, steps: int) -> None:
         # Events are made before the epoch starts, so the timed loop only records them. torch.cuda.Event creates its
         # CUDA event lazily, on its first record(): each new one is recorded once here, on the run's device.
         with torch.cuda.device(self.device) if self.device is not None else contextlib.nullcontext():
-            while len(self.pool) < 2 * steps:
-                self.pool.append(torch.cuda.Event(enable_timing=True))
-                self.pool[-1].record(torch.cuda.current_stream(self.device))
-        self.used, self.breaks = 0, set()
+            for pool, count in ((self.pool, 2 * steps), (self.load_pool, steps + 1)):  # at most a load per step
+                while len(pool) < count:
+                    pool.append(torch.cuda.Event(enable_timing=True))
+                    pool[-1].record(torch.cuda.current_stream(self.device))
+        self.used, self.breaks, self.loads = 0, set(), []
 
-    def _record(self) -> None:
-        if self.used == len(self.pool):  # more steps than announced: grow rather than fail
-            self.pool.append(torch.cuda.Event(enable_timing=True))
+    def _record(self, pool: list, index: int) -> None:
+        if index == len(pool):  # more steps or loads than announced: grow rather than fail
+            pool.append(torch.cuda.Event(enable_timing=True))
         # the run's device's current stream, not the current device's: a Meter on cuda:1 without set_device
-        self.pool[self.used].record(torch.cuda.current_stream(self.device))
+        pool[index].record(torch.cuda.current_stream(self.device))
+
+    def step_start(self) -> None:
+        self._record(self.pool, self.used)
         self.used += 1
 
-    step_start = _record
-    step_end = _record
+    step_end = step_start
 
     def pause(self) -> None:
         self.breaks.add(self.used // 2)
+
+    def load_start(self) -> None:
+        # stamped before the fetch; the step after it is the next one to start
+        self._record(self.load_pool, len(self.loads))
+        self.loads.append((len(self.loads), self.used // 2))
+
+    def load_end(self, loaded: bool = True) -> None:
+        # the stall is measured up to the next step's start event: the end needs no event of its own
+        if not loaded and self.loads:
+            self.loads.pop()
 
     def resolve(self) -> StepTimes:
         events = self.pool[: self.used]
         if events:
             events[-1].synchronize()  # deliberate sync: once per epoch, after the last step
-        return sum_intervals(events[0::2], events[1::2], lambda a, b: a.elapsed_time(b) / 1000, frozenset(self.breaks))
+        times = sum_intervals(events[0::2], events[1::2], _elapsed_s, frozenset(self.breaks))
+        if not self.loads:  # the caller fetched nothing through the clock: no stall to tell
+            return times
+        loads = [(self.load_pool[i], step) for i, step in self.loads]
+        stall_s = sum_stalls(events[0::2], events[1::2], loads, _elapsed_s, frozenset(self.breaks))
+        return StepTimes(times.compute_s, times.gpu_idle_s, times.steps, stall_s)
 
 
 class NullClock:
@@ -131,6 +194,10 @@ class NullClock:
 
     step_end = step_start
     pause = step_start
+    load_start = step_start
+
+    def load_end(self, loaded: bool = True) -> None:
+        pass
 
     def resolve(self) -> StepTimes:
         return StepTimes(float("nan"), float("nan"), 0)

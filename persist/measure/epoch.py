@@ -9,7 +9,10 @@
 
 As docs/clocks.md defines them: wall_s is the host clock from the epoch's start to its end, the device synchronized at
 both ends, less the pauses; data_wait_s is the host time blocked in fetches (plus what a caller adds: the adaptive
-trainer's wait on its prefetch queue); compute_s and gpu_idle_s come from the step clock, resolved once at the end.
+trainer's wait for a batch when its cap is reached); device_wait_s is host time spent waiting for the device to
+finish a queued step (the adaptive trainer asking whether to step again); compute_s, gpu_idle_s and data_stall_s
+(the device idle before the first step after each load; on the CPU the host's data_wait_s) come from the step clock,
+resolved once at the end.
 The sampler stops however the epoch ends; the clock resolves only when it ends normally.
 """
 
@@ -27,7 +30,7 @@ from persist.measure.clock import StepClock, make_clock, make_sync
 from persist.measure.nvml import Sampler, open_sampler
 
 # the EpochRecord fields an epoch's measurement fills (the counts, losses and evaluation are the caller's)
-RECORD_FIELDS = ("wall_s", "data_wait_s", "compute_s", "gpu_idle_s", "clock", "nvml")
+RECORD_FIELDS = ("wall_s", "data_wait_s", "device_wait_s", "data_stall_s", "compute_s", "gpu_idle_s", "clock", "nvml")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class MeasuredEpoch:
     first_wait_s: float | None = None  # the first fetch that brought a batch (a loader's start-up included)
     loads: int = 0  # fetches that brought a batch
     paused_s: float = 0.0  # host time inside pauses (mid-epoch evaluations)
+    device_wait_s: float = 0.0  # host time waiting for the device to finish a queued step (not for data)
+    data_stall_s: float | None = None  # step clock: device idle before the first step after each load
 
     def record_fields(self) -> dict:
         """The measured part of an EpochRecord."""
@@ -55,15 +60,18 @@ class EpochTiming:
     def __init__(self, measure: EpochMeasure, start: float):
         self._measure, self.start, self.last_active = measure, start, start
         self.data_wait_s, self.first_wait_s, self.paused_s, self.loads = 0.0, None, 0.0, 0
+        self.device_wait_s = 0.0
         self.measured: MeasuredEpoch | None = None  # set when the epoch has ended normally
 
     def fetch(self, take: Callable[[], Any], end: Any = None) -> Any:
         """`take()` timed as data wait. A result other than `end` (the epoch's last fetch) counts as a load; the
-        first such fetch's wait is also kept apart (first_wait_s)."""
-        now = self._measure.now
+        first such fetch's wait is also kept apart (first_wait_s). The step clock marks the load (on CUDA, an event)."""
+        now, clock = self._measure.now, self._measure.clock
+        clock.load_start()
         start = now()
         item = take()
         self.last_active = now()
+        clock.load_end(item is not end)
         wait_s = self.last_active - start
         self.data_wait_s += wait_s
         if item is not end:
@@ -73,8 +81,13 @@ class EpochTiming:
         return item
 
     def add_wait(self, seconds: float) -> None:
-        """Data wait measured elsewhere (the adaptive trainer asking its prefetch queue)."""
+        """Data wait measured elsewhere."""
         self.data_wait_s += seconds
+
+    def add_device_wait(self, seconds: float) -> None:
+        """Host time spent waiting for the device to finish queued work (the adaptive trainer's next_ready): the
+        device was busy, so it is no data wait."""
+        self.device_wait_s += seconds
 
     @contextlib.contextmanager
     def step(self):
@@ -161,6 +174,9 @@ class EpochMeasure:
             first_wait_s=timing.first_wait_s,
             loads=timing.loads,
             paused_s=timing.paused_s,
+            device_wait_s=timing.device_wait_s,
+            # no device timeline (the CPU): the host blocked in fetches is the device idle waiting for data
+            data_stall_s=times.data_stall_s if times.data_stall_s is not None else timing.data_wait_s,
         )
 
     def close(self) -> None:

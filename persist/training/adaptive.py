@@ -9,7 +9,13 @@ batch is delayed by more than the step already under way.
 
 On CUDA the host runs ahead of the device, so "the next batch is not ready" is asked when it matters: when the
 device has finished the queued step (a CUDA event queried, never waited on). Until then the host polls both; losses
-stay on the device and nothing here synchronizes with it.
+stay on the device and nothing here synchronizes with it. That poll is host time waiting for the device, not for
+data: the trainer counts it as device_wait_s.
+
+On CUDA the prefetch thread binds the run's device and loads on a stream of its own: the load's gather and copies
+overlap the training stream's steps instead of queueing inside them, the training stream waits on an event recorded
+after the load, and every tensor of the batch is marked as used on the training stream (the caching allocator then
+keeps its memory until the training stream is done with it).
 """
 
 from __future__ import annotations
@@ -19,18 +25,72 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
 _END = object()  # the pipeline's epoch is over
 
 
+def cuda_tensors(batch: Any) -> Iterator[torch.Tensor]:
+    """The CUDA tensors in a batch (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(batch, torch.Tensor):
+        if batch.is_cuda:
+            yield batch
+    elif isinstance(batch, (tuple, list)):
+        for item in batch:
+            yield from cuda_tensors(item)
+    elif isinstance(batch, dict):
+        for item in batch.values():
+            yield from cuda_tensors(item)
+
+
+class LoadStream:
+    """Where the prefetch thread loads on `device`: on CUDA a stream apart from training, and an event after each
+    load that the training stream waits on; on a CPU, nothing to order."""
+
+    def __init__(self, device: torch.device | None):
+        if device is not None and device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # the training thread's, not the new thread's 0
+        self.device = device if device is not None and device.type == "cuda" else None
+        self.stream = None
+
+    def bind(self) -> None:
+        """In the prefetch thread, before anything: its CUDA calls go to the run's device (a pinned buffer or a
+        context made on GPU 0 otherwise), and its own stream."""
+        if self.device is not None:
+            torch.cuda.set_device(self.device)
+            self.stream = torch.cuda.Stream(self.device)
+
+    def load(self, take: Callable[[], Any]) -> tuple[Any, Any]:
+        """(`take()` run on the loading stream, the event after its work), in the prefetch thread."""
+        if self.stream is None:
+            return take(), None
+        with torch.cuda.stream(self.stream):
+            batch = take()
+        done = torch.cuda.Event()
+        done.record(self.stream)
+        return batch, done
+
+    def hand_over(self, batch: Any, done) -> Any:
+        """In the training thread, before the batch's first use: the training stream waits for the load, and each
+        tensor is marked as used there."""
+        if done is not None:
+            training = torch.cuda.current_stream(self.device)
+            training.wait_event(done)
+            for tensor in cuda_tensors(batch):
+                tensor.record_stream(training)
+        return batch
+
+
 class Prefetcher:
     """Iterates `batches` in a background thread into a queue of `depth`; iterating the Prefetcher takes them back
     in order. `ready()` says, without waiting, whether the next item (a batch or the end) is there. An error in the
-    thread is raised in the caller, at the item where it happened."""
+    thread is raised in the caller, at the item where it happened. With a CUDA `device`, loads run on their own
+    stream (LoadStream)."""
 
-    def __init__(self, batches: Iterator, depth: int = 2):
+    def __init__(self, batches: Iterator, depth: int = 2, device: torch.device | None = None):
+        self._loading = LoadStream(device)
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._go = threading.Event()  # cleared while paused: no load starts
@@ -45,9 +105,10 @@ class Prefetcher:
         # per thread, so the training thread keeps its own.
         torch.set_num_threads(1)
         try:
+            self._loading.bind()
             while self._wait_go():
-                batch = next(batches, _END)
-                if not self._put(batch) or batch is _END:
+                batch, done = self._loading.load(lambda: next(batches, _END))
+                if not self._put(batch if batch is _END else (batch, done)) or batch is _END:
                     return  # closed (the epoch ended early: a budget, an error), or the epoch is over
         except BaseException as error:  # handed to the consumer, which raises it where the batch was due
             self._put(error)
@@ -93,7 +154,7 @@ class Prefetcher:
             raise StopIteration
         if isinstance(item, BaseException):
             raise item
-        return item
+        return self._loading.hand_over(*item)
 
     def close(self) -> None:
         """Stop the thread; it notices within one put's timeout, or after the load it is inside."""
@@ -141,7 +202,8 @@ def train_while_late(
     now: Callable[[], float] = time.perf_counter,
 ) -> tuple[int, float]:
     """Use 1 of the batch in hand, then each further use only while the next batch is late, up to the last of `uses`
-    (the cap). Returns (uses taken, seconds the host waited to learn whether the next batch had come)."""
+    (the cap). Returns (uses taken, seconds the host waited for the device's queued step to learn whether the next
+    batch had come: device wait, not data wait)."""
     waited_s = 0.0
     for taken, use in enumerate(uses, start=1):
         one_use(use)

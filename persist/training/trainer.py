@@ -150,7 +150,7 @@ class Trainer:
     def _train_load(self, batch, epoch: int, load: int, loss_sum: torch.Tensor, source) -> tuple[int, float]:
         """The uses of one loaded batch: all K (the paper's persistency) or, under --persistency auto, one and then
         another only while the next batch is late, up to the cap (training/adaptive.py). Returns (uses, seconds the
-        host waited to learn whether the next batch had come: data wait)."""
+        host waited for the device's queued step to learn whether the next batch had come: device wait)."""
         if not self.config.adaptive:
             return self.train_batch(*batch, epoch, load, loss_sum), 0.0
 
@@ -186,12 +186,12 @@ class Trainer:
             with self.measure.epoch(self.counts["steps"]) as timing:
                 batches = iter(self.pipeline.epoch(epoch))
                 if self.config.adaptive:  # whatever the pipeline prefetches, a queue that can be asked without waiting
-                    batches = Prefetcher(batches)
+                    batches = Prefetcher(batches, device=self.device)  # on CUDA, loads on a stream of its own
                 while (batch := timing.fetch(lambda: self._next_batch(batches, epoch, timing.loads))) is not None:
                     load = timing.loads - 1  # 0-based: the batch just fetched
                     used, waited_s = self._train_load(batch, epoch, load, loss_sum, batches)  # minibatch persistency
                     steps += used
-                    timing.add_wait(waited_s)
+                    timing.add_device_wait(waited_s)  # the device was busy: no data wait
                     uses_per_load.append(used)
                     if on_load is not None:
                         on_load(timing.loads)
