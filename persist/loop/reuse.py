@@ -52,7 +52,7 @@ def reuse(
 def _reused_while_late(iterable: Iterable, the_uses: list[Use], step_done: StepDone) -> Iterator[tuple[object, Use]]:
     inner = getattr(iterable, "iterable", None) if hasattr(iterable, "note_reuse") else None
     # a Meter.timed wrapper: prefetch its loader, and let the meter time the wait on the queue, in this thread
-    source = Prefetcher(iter(inner if inner is not None else iterable))
+    source = Prefetcher(iter(inner if inner is not None else iterable), device=step_done.device)  # CUDA: own stream
     batches = type(iterable)(iterable.meter, source) if inner is not None else source
     try:
         for batch in batches:
