@@ -1,0 +1,62 @@
+"""A user's mistake on the command line is one line naming the bad value and what is allowed, and exit 2."""
+
+import os
+import subprocess
+
+import pytest
+
+from persist.cli.main import main
+
+RUN = ["--dataset", "synthetic", "--train-size", "128", "--test-size", "32", "--width", "0.125", "-m", "32"]
+RUN += ["--device", "cpu", "--quiet", "--epochs", "1"]
+
+
+def _one_line(capsys, *words):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(word in err for word in words), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", *RUN, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write to: chmod for a user, a read-only tmpfs for root (who ignores modes)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_report_into_a_read_only_folder_is_one_line(finished_run, read_only_folder, capsys):
+    assert main(["report", str(finished_run), "--out", str(read_only_folder)]) == 2
+    _one_line(capsys, f"--out {read_only_folder}", "cannot be written", "a folder you can write to")
+
+
+def test_report_out_naming_a_file_is_one_line_and_leaves_the_file(finished_run, tmp_path, capsys):
+    out = tmp_path / "report.md"
+    out.write_text("mine")
+    assert main(["report", str(finished_run), "--out", str(out)]) == 2
+    _one_line(capsys, f"--out {out}", "is a file", "a folder")
+    assert out.read_text() == "mine"
+
+
+def test_report_out_inside_a_file_is_one_line(finished_run, tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine")
+    out = tmp_path / "notes" / "report"
+    assert main(["report", str(finished_run), "--out", str(out)]) == 2
+    _one_line(capsys, f"--out {out}", "cannot be written")
