@@ -60,3 +60,19 @@ def test_report_out_inside_a_file_is_one_line(finished_run, tmp_path, capsys):
     out = tmp_path / "notes" / "report"
     assert main(["report", str(finished_run), "--out", str(out)]) == 2
     _one_line(capsys, f"--out {out}", "cannot be written")
+
+
+@pytest.mark.parametrize("dataset", [["--train-size", "64", "--test-size", "16"], ["--dataset", "synthetic-folder"]])
+def test_prepare_out_naming_a_file_is_one_line_and_leaves_the_file(tmp_path, capsys, dataset):
+    out = tmp_path / "data.bin"
+    out.write_text("mine")
+    assert main(["prepare", *dataset, "--images", "4", "--quiet", "--out", str(out)]) == 2
+    _one_line(capsys, f"--out {out}", "is a file", "a folder")
+    assert out.read_text() == "mine"
+
+
+def test_prepare_out_below_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "notes").write_text("mine")
+    out = tmp_path / "notes" / "data"
+    assert main(["prepare", "--train-size", "64", "--test-size", "16", "--quiet", "--out", str(out)]) == 2
+    _one_line(capsys, f"--out {out}", "cannot be written", "is a file")
