@@ -34,6 +34,18 @@ def positive(name: str, value: float) -> None:
         raise ConfigError(f"{name}={value!r} is not allowed: use a finite number > 0")
 
 
+# what torch.manual_seed takes; a negative seed draws as 2**64 + seed (two's complement), as torch maps it
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(seed: int) -> None:
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high:
+        raise ConfigError(
+            f"seed={seed!r} is not allowed: use an integer from {low} to {high} (the range torch.manual_seed takes)"
+        )
+
+
 def check_device(device: str) -> None:
     if device in ("auto", "cpu", "cuda"):
         return

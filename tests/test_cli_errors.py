@@ -76,3 +76,29 @@ def test_prepare_out_below_a_file_is_one_line(tmp_path, capsys):
     out = tmp_path / "notes" / "data"
     assert main(["prepare", "--train-size", "64", "--test-size", "16", "--quiet", "--out", str(out)]) == 2
     _one_line(capsys, f"--out {out}", "cannot be written", "is a file")
+
+
+@pytest.mark.parametrize("seed", [2**64, -(2**63) - 1, 10**30])
+def test_a_seed_torch_cannot_take_is_one_line_naming_the_range(tmp_path, capsys, seed):
+    assert main(["train", *RUN, "--seed", str(seed), "--out", str(tmp_path / "run")]) == 2
+    _one_line(capsys, f"seed={seed}", f"from {-(2**63)} to {2**64 - 1}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("seed", [2**64 - 1, -(2**63)])
+def test_the_ends_of_the_seed_range_train(tmp_path, seed):
+    from persist.records import read_manifest
+
+    out = tmp_path / "run"
+    assert main(["train", *RUN, "--augment", "crop-flip", "--seed", str(seed), "--out", str(out)]) == 0
+    assert read_manifest(out)["config"]["seed"] == seed
+
+
+def test_a_negative_seed_shuffles_as_it_did_before_the_range_was_widened():
+    import torch
+
+    from persist.data.base import epoch_order
+
+    for seed, epoch in ((-1, 1), (-7, 3), (5, 2)):
+        before = torch.randperm(100, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        assert torch.equal(epoch_order(100, seed, epoch), before)
