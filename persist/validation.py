@@ -46,12 +46,20 @@ def check_seed(seed: int) -> None:
         )
 
 
+MAX_CUDA_INDEX = 127  # torch keeps a device index in 8 bits: cuda:128 reads as cuda:-128, cuda:255 as plain cuda
+
+
 def check_device(device: str) -> None:
     if device in ("auto", "cpu", "cuda"):
         return
-    if device.startswith("cuda:") and device[5:].isdigit():
+    index = device[5:] if isinstance(device, str) and device.startswith("cuda:") else ""
+    # ASCII digits only, no leading zero: str.isdigit() takes '²' and '٣', which torch.device refuses
+    if index.isascii() and index.isdigit() and str(int(index)) == index and int(index) <= MAX_CUDA_INDEX:
         return
-    raise ConfigError(f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N")
+    raise ConfigError(
+        f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N (N a device index from 0 to "
+        f"{MAX_CUDA_INDEX} in ASCII digits)"
+    )
 
 
 def check_folder_options(config) -> None:

@@ -102,3 +102,18 @@ def test_a_negative_seed_shuffles_as_it_did_before_the_range_was_widened():
     for seed, epoch in ((-1, 1), (-7, 3), (5, 2)):
         before = torch.randperm(100, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
         assert torch.equal(epoch_order(100, seed, epoch), before)
+
+
+@pytest.mark.parametrize("device", ["cuda:²", "cuda:٣", "cuda:01", "cuda:-1", "cuda:+1", "cuda:255", "cuda:", "tpu"])
+def test_a_device_string_torch_would_refuse_or_misread_is_one_line(tmp_path, capsys, device):
+    flags = [a for a in RUN if a != "cpu"]
+    flags.remove("--device")
+    assert main(["train", *flags, "--device", device, "--out", str(tmp_path / "run")]) == 2
+    _one_line(capsys, f"device={device!r}", "use auto, cpu, cuda or cuda:N", "ASCII digits")
+
+
+def test_the_device_strings_allowed():
+    from persist.validation import check_device
+
+    for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:7", "cuda:127"):
+        check_device(device)
