@@ -1,5 +1,6 @@
 """A user's mistake on the command line is one line naming the bad value and what is allowed, and exit 2."""
 
+import json
 import os
 import subprocess
 
@@ -117,3 +118,53 @@ def test_the_device_strings_allowed():
 
     for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:7", "cuda:127"):
         check_device(device)
+
+
+def _bench_json(path, entries):
+    machine = {"persist": {"device": "cpu", "device_id": "cpu x2"}}
+    path.write_text(json.dumps({"machine_info": machine, "benchmarks": entries}))
+    return str(path)
+
+
+def _entry(name, data=(1.0, 1.01, 0.99), **extra):
+    stats = {"data": list(data), "median": sorted(data)[1], "iqr": 0.01, "rounds": len(data)}
+    return {"fullname": f"bench/bench_x.py::{name}", "name": name, "stats": stats, **extra}
+
+
+EPOCH_INFO = {"kind": "train_epoch", "pipeline": "preloaded", "batch_size": 32, "persistency": 1, "device": "cpu"}
+EPOCH_INFO |= {"clock": "host", "data_wait_s": 0.1, "compute_s": 0.8, "gpu_idle_s": 0.0, "loads": 4, "steps": 4}
+
+
+@pytest.mark.parametrize("missing", ["fullname", "stats"])
+def test_compare_of_an_entry_without_fullname_or_stats_names_the_file_benchmark_and_key(tmp_path, capsys, missing):
+    good = _bench_json(tmp_path / "good.json", [_entry("bench_a"), _entry("bench_b")])
+    broken = [_entry("bench_a"), _entry("bench_b")]
+    del broken[1][missing]
+    bad = _bench_json(tmp_path / "bad.json", broken)
+    for pair in ([good, bad], [bad, good]):
+        assert main(["compare", *pair]) == 2
+        _one_line(capsys, bad, "benchmark 2 of 2 (bench_b)", f"no {missing!r}")
+
+
+def test_compare_of_an_entry_with_neither_name_is_named_by_its_index(tmp_path, capsys):
+    bad = _bench_json(tmp_path / "bad.json", [_entry("bench_a"), {"stats": {"data": [1.0]}}])
+    assert main(["compare", bad, bad]) == 2
+    _one_line(capsys, bad, "benchmark 2 of 2", "no 'fullname'")
+
+
+@pytest.mark.parametrize("missing", ["stats", "stats.median"])
+def test_summary_of_an_entry_without_stats_names_the_file_benchmark_and_key(tmp_path, capsys, missing):
+    entry = _entry("bench_epoch[preloaded-m32-K1]", extra_info=EPOCH_INFO)
+    if missing == "stats":
+        del entry["stats"]
+    else:
+        del entry["stats"]["median"]
+    bad = _bench_json(tmp_path / "bad.json", [_entry("bench_a"), entry])
+    assert main(["summary", bad]) == 2
+    _one_line(capsys, bad, "benchmark 2 of 2 (bench_epoch[preloaded-m32-K1])", f"no {missing!r}")
+
+
+def test_compare_of_stats_that_are_not_an_object_is_one_line(tmp_path, capsys):
+    bad = _bench_json(tmp_path / "bad.json", [_entry("bench_a"), {**_entry("bench_b"), "stats": [1.0, 2.0]}])
+    assert main(["compare", bad, bad]) == 2
+    _one_line(capsys, bad, "benchmark 2 of 2 (bench_b)", "'stats' is a list, not an object")

@@ -19,6 +19,7 @@ from persist.errors import PersistError
 from persist.stats import mann_whitney_p, mean_interval
 
 ALPHA = 0.05
+ENTRY_KEYS = ("fullname", "stats")  # what the gate reads of every benchmark: its name, and its rounds in stats.data
 MIN_ROUNDS_FOR_U_TEST = 5  # 5 vs 5 rounds can reach p = 0.008; 3 vs 3 cannot go below p = 0.1
 
 
@@ -78,7 +79,7 @@ def _rounds(bench: dict, path) -> list[float]:
 def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force: bool = False) -> list[Comparison]:
     if not threshold > 0:
         raise PersistError(f"threshold={threshold * 100:g}% is not allowed: use a percentage > 0")
-    candidate = load_benchmarks(candidate_path)
+    candidate = load_benchmarks(candidate_path, needs=ENTRY_KEYS)
     if Path(baseline_path).is_dir():
         folder, baseline_path = Path(baseline_path), baseline_file(Path(baseline_path), candidate)
         if not baseline_path.exists():
@@ -86,7 +87,7 @@ def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force:
                 f"no baseline for this device in {folder}: expected {baseline_path.name}; record one "
                 f"with: pytest bench --benchmark-json {baseline_path}"
             )
-    baseline = load_benchmarks(baseline_path)
+    baseline = load_benchmarks(baseline_path, needs=ENTRY_KEYS)
     base_device, cand_device = _device(baseline), _device(candidate)
     if base_device != cand_device and not force:
         raise PersistError(
