@@ -168,3 +168,103 @@ def test_compare_of_stats_that_are_not_an_object_is_one_line(tmp_path, capsys):
     bad = _bench_json(tmp_path / "bad.json", [_entry("bench_a"), {**_entry("bench_b"), "stats": [1.0, 2.0]}])
     assert main(["compare", bad, bad]) == 2
     _one_line(capsys, bad, "benchmark 2 of 2 (bench_b)", "'stats' is a list, not an object")
+
+
+BROKEN_PIPELINES = """
+class Base:
+    name = "broken"
+
+    def __init__(self, data, batch_size, seed, device, *, augment=False, rank=0, world_size=1):
+        from persist.data.pipelines.preloaded import PreloadedPipeline
+
+        self.inner = PreloadedPipeline(data, batch_size, seed, device, augment=augment, rank=rank,
+                                       world_size=world_size)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def epoch(self, epoch):
+        return self.inner.epoch(epoch)
+
+    def describe(self):
+        return {"pipeline": self.name}
+
+    def close(self):
+        self.inner.close()
+
+
+class BadBuild(Base):
+    def __init__(self, *args, **kwargs):
+        raise ValueError("no such folder")
+
+
+class BadEpoch(Base):
+    def epoch(self, epoch):
+        raise OSError("the disk went away")
+
+
+class BadThirdBatch(Base):
+    def epoch(self, epoch):
+        for load, batch in enumerate(self.inner.epoch(epoch)):
+            if load == 2:
+                raise RuntimeError("decoder crashed")
+            yield batch
+
+
+class BadDescribe(Base):
+    def describe(self):
+        raise KeyError("size")
+
+
+class Interrupted(Base):
+    def epoch(self, epoch):
+        raise KeyboardInterrupt
+"""
+
+
+@pytest.fixture
+def broken_pipelines(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "broken_pipelines.py").write_text(BROKEN_PIPELINES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "broken_pipelines", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "words"),
+    [
+        ("BadBuild", ("BadBuild(data, batch_size, seed, device, *, augment, rank, world_size)", "ValueError: no such")),
+        ("BadEpoch", ("epoch(1) raised OSError: the disk went away",)),
+        ("BadThirdBatch", ("epoch(1) raised RuntimeError: decoder crashed", "at batch 3")),
+        ("BadDescribe", ("describe() raised KeyError: 'size'",)),
+    ],
+)
+def test_a_plugin_pipeline_that_raises_is_one_line_naming_it_and_the_call(
+    tmp_path, capsys, broken_pipelines, plugin, words
+):
+    out = tmp_path / "run"
+    assert main(["train", *RUN, "--pipeline", f"broken_pipelines:{plugin}", "--out", str(out)]) == 2
+    _one_line(capsys, f"--pipeline broken_pipelines:{plugin}: ", *words)
+
+
+def test_a_plugin_pipeline_does_not_mask_ctrl_c(tmp_path, capsys, broken_pipelines):
+    out = tmp_path / "run"
+    assert main(["train", *RUN, "--pipeline", "broken_pipelines:Interrupted", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_builtin_pipeline_error_surfaces_as_before(tiny_config, tiny_data, monkeypatch):
+    import torch
+
+    from persist.data.pipelines import make_pipeline
+    from persist.data.pipelines.preloaded import PreloadedPipeline
+
+    def broken(self, epoch):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(PreloadedPipeline, "epoch", broken)
+    pipeline = make_pipeline(tiny_config, tiny_data, torch.device("cpu"))
+    assert isinstance(pipeline, PreloadedPipeline)
+    with pytest.raises(OSError, match="the disk went away"):
+        pipeline.epoch(1)
