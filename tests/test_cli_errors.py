@@ -268,3 +268,53 @@ def test_a_builtin_pipeline_error_surfaces_as_before(tiny_config, tiny_data, mon
     assert isinstance(pipeline, PreloadedPipeline)
     with pytest.raises(OSError, match="the disk went away"):
         pipeline.epoch(1)
+
+
+def _bench_file(path, storage, slower=1.0, storage_recorded=True):
+    """A smoke bench's cells as bench/ writes them: training cells with their config, pipeline-only cells with their
+    storage (an older file: none), and cells that record no storage at all."""
+    from dataclasses import asdict
+
+    from persist.config import RunConfig
+
+    data = [slower * t for t in (1.0, 1.02, 0.99, 1.01, 1.0)]
+    config = asdict(RunConfig(storage=storage, train_size=1024, test_size=256, width=0.125, device="cpu"))
+    loading = {"kind": "pipeline_only", "pipeline": "preloaded", "batch_size": 32, "samples": 8192, "img_per_s": 1.0}
+    loading |= {"device": "cpu", "storage": storage} if storage_recorded else {"device": "cpu"}
+    entries = [
+        _entry("bench_epoch[preloaded-m32-K1]", data, extra_info={**EPOCH_INFO, "storage": storage, "config": config}),
+        _entry("bench_pipeline_only[preloaded-m32]", data, extra_info=loading),
+        _entry("bench_clock_overhead", data, extra_info={"kind": "clock_overhead", "clock": "host", "steps": 4}),
+        _entry("bench_against_hand_written[dali]", data, extra_info={"kind": "vs_reference", "pipeline": "dali"}),
+        _entry("bench_model_only[m32]", extra_info={"kind": "model_only", "batch_size": 32, "steps": 4}),
+    ]
+    for entry in entries:
+        entry["stats"]["data"] = data if "model_only" not in entry["name"] else [1.0, 1.02, 0.99, 1.01, 1.0]
+    path.write_text(json.dumps({"machine_info": {"persist": {"device_id": "cpu x2", "profile": "smoke"}},
+                                "benchmarks": entries}))  # fmt: skip
+    return str(path)
+
+
+def test_cells_of_files_that_ran_other_storage_are_not_comparable_not_regressions(tmp_path, capsys):
+    base = _bench_file(tmp_path / "raw.json", "raw", storage_recorded=False)
+    cand = _bench_file(tmp_path / "jpeg.json", "jpeg", slower=2.0)
+    assert main(["compare", base, cand, "--json"]) == 0
+    verdicts = {
+        r["name"].split("::")[-1]: (r["verdict"], r["reason"]) for r in json.loads(capsys.readouterr().out)["results"]
+    }
+    assert verdicts["bench_model_only[m32]"] == ("same", "")  # one batch already on the device: storage is not its work
+    assert verdicts["bench_epoch[preloaded-m32-K1]"] == ("not comparable", "storage='raw' (candidate 'jpeg')")
+    for name in ("bench_pipeline_only[preloaded-m32]", "bench_clock_overhead", "bench_against_hand_written[dali]"):
+        verdict, reason = verdicts[name]
+        assert verdict == "not comparable" and reason.startswith("storage='raw' (candidate 'jpeg')"), reason
+        assert "the files' other cells" in reason
+    assert main(["compare", base, cand]) == 0
+    assert "0 regression(s) in 5 benchmark(s); 4 not comparable" in capsys.readouterr().out
+
+
+def test_cells_that_record_no_storage_still_regress_between_files_of_one_storage(tmp_path, capsys):
+    base = _bench_file(tmp_path / "base.json", "jpeg")
+    cand = _bench_file(tmp_path / "cand.json", "jpeg", slower=2.0)
+    assert main(["compare", base, cand, "--json"]) == 1
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert sorted(r["verdict"] for r in results) == ["regression"] * 4 + ["same"]
