@@ -19,6 +19,7 @@ from persist.validation import (
     check_device,
     check_folder_options,
     check_pipeline_options,
+    check_seed,
     check_values,
     one_of,
     parse_budget,
@@ -123,7 +124,7 @@ class RunConfig:
     seed: int = option(
         0,
         "weights and batch order",
-        allowed="integer",
+        allowed="integer from -2**63 to 2**64-1",
         axis="--seeds",
         axis_count=True,
         axis_help="a number N of seeds: 0..N-1",
@@ -266,6 +267,7 @@ class RunConfig:
                 at_least(f.name, value, low)
         check_values(self)  # the checks across fields, and of values no metadata can say
         check_device(self.device)
+        check_seed(self.seed)
         check_pipeline_options(self, PIPELINE_OPTIONS)
         check_folder_options(self)
 

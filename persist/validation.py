@@ -34,12 +34,32 @@ def positive(name: str, value: float) -> None:
         raise ConfigError(f"{name}={value!r} is not allowed: use a finite number > 0")
 
 
+# what torch.manual_seed takes; a negative seed draws as 2**64 + seed (two's complement), as torch maps it
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(seed: int) -> None:
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, int) or not low <= seed <= high:
+        raise ConfigError(
+            f"seed={seed!r} is not allowed: use an integer from {low} to {high} (the range torch.manual_seed takes)"
+        )
+
+
+MAX_CUDA_INDEX = 127  # torch keeps a device index in 8 bits: cuda:128 reads as cuda:-128, cuda:255 as plain cuda
+
+
 def check_device(device: str) -> None:
     if device in ("auto", "cpu", "cuda"):
         return
-    if device.startswith("cuda:") and device[5:].isdigit():
+    index = device[5:] if isinstance(device, str) and device.startswith("cuda:") else ""
+    # ASCII digits only, no leading zero: str.isdigit() takes '²' and '٣', which torch.device refuses
+    if index.isascii() and index.isdigit() and str(int(index)) == index and int(index) <= MAX_CUDA_INDEX:
         return
-    raise ConfigError(f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N")
+    raise ConfigError(
+        f"device={device!r} is not allowed: use auto, cpu, cuda or cuda:N (N a device index from 0 to "
+        f"{MAX_CUDA_INDEX} in ASCII digits)"
+    )
 
 
 def check_folder_options(config) -> None:

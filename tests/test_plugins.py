@@ -193,7 +193,7 @@ def test_a_registered_plugin_pipeline_receives_an_image_folder(tmp_path, monkeyp
     config = RunConfig(**{**config.as_dict(), "pipeline": name})
     data = load_dataset(config)
     pipeline = make_pipeline(config, data, torch.device("cpu"), rank=1, world_size=2)
-    assert isinstance(pipeline, FolderProbe)
+    assert isinstance(pipeline.inner, FolderProbe)  # wrapped: whatever the user's code raises is one line
     got = FolderProbe.received
     assert got["data"] is data and got["args"] == (4, 0, torch.device("cpu"))
     assert got["options"] == {"augment": False, "rank": 1, "world_size": 2}

@@ -19,6 +19,7 @@ from persist.errors import PersistError
 from persist.stats import mann_whitney_p, mean_interval
 
 ALPHA = 0.05
+ENTRY_KEYS = ("fullname", "stats")  # what the gate reads of every benchmark: its name, and its rounds in stats.data
 MIN_ROUNDS_FOR_U_TEST = 5  # 5 vs 5 rounds can reach p = 0.008; 3 vs 3 cannot go below p = 0.1
 
 
@@ -78,7 +79,7 @@ def _rounds(bench: dict, path) -> list[float]:
 def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force: bool = False) -> list[Comparison]:
     if not threshold > 0:
         raise PersistError(f"threshold={threshold * 100:g}% is not allowed: use a percentage > 0")
-    candidate = load_benchmarks(candidate_path)
+    candidate = load_benchmarks(candidate_path, needs=ENTRY_KEYS)
     if Path(baseline_path).is_dir():
         folder, baseline_path = Path(baseline_path), baseline_file(Path(baseline_path), candidate)
         if not baseline_path.exists():
@@ -86,7 +87,7 @@ def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force:
                 f"no baseline for this device in {folder}: expected {baseline_path.name}; record one "
                 f"with: pytest bench --benchmark-json {baseline_path}"
             )
-    baseline = load_benchmarks(baseline_path)
+    baseline = load_benchmarks(baseline_path, needs=ENTRY_KEYS)
     base_device, cand_device = _device(baseline), _device(candidate)
     if base_device != cand_device and not force:
         raise PersistError(
@@ -97,10 +98,10 @@ def compare_files(baseline_path, candidate_path, threshold: float = 0.10, force:
     common = [b for b in candidate["benchmarks"] if b["fullname"] in base_by_name]
     if not common:
         raise PersistError(f"{baseline_path} and {candidate_path} have no benchmarks in common")
-    results = []
+    results, facts = [], (file_facts(baseline), file_facts(candidate))
     for b in common:
         base_rounds, cand_rounds = _rounds(base_by_name[b["fullname"]], baseline_path), _rounds(b, candidate_path)
-        differ = work_difference(base_by_name[b["fullname"]], b, baseline, candidate)
+        differ = work_difference(base_by_name[b["fullname"]], b, baseline, candidate, facts)
         if differ is None:
             results.append(compare_one(b["fullname"], base_rounds, cand_rounds, threshold))
         else:
@@ -145,26 +146,70 @@ PARAMETER_KEYS = (
 )
 
 
+# Fields that are not the work of one kind: model_only times steps on one batch already on the device, however the
+# data were stored.
+KIND_NOT_WORK_FIELDS = {"model_only": ("storage", "jpeg_quality")}
+# The bench's options that reach every cell of a workload (bench/options.py's setup.base): a cell that does not
+# record one ran the value the file's other cells of its workload record.
+FILE_KEYS = ("storage", "dataset")
+
+
 def work_parameters(bench: dict, payload: dict) -> dict:
     """What decides the work a benchmark timed: its run config less NOT_WORK_FIELDS (a field a file lacks takes
     RunConfig's default), or, with no config, its profile, params and PARAMETER_KEYS."""
     extra = bench.get("extra_info") or {}
-    config = extra.get("config")
+    config, skip = extra.get("config"), (*NOT_WORK_FIELDS, *KIND_NOT_WORK_FIELDS.get(extra.get("kind"), ()))
     if config:
         defaults = {f.name: f.default for f in fields(RunConfig)}
-        return {k: v for k, v in {**defaults, **config}.items() if k not in NOT_WORK_FIELDS}
+        return {k: v for k, v in {**defaults, **config}.items() if k not in skip}
     profile = ((payload.get("machine_info") or {}).get("persist") or {}).get("profile")
     found = {"profile": profile, "params": bench.get("params")}
-    return {**found, **{k: extra[k] for k in PARAMETER_KEYS if k in extra}}
+    return {**found, **{k: extra[k] for k in PARAMETER_KEYS if k in extra and k not in skip}}
 
 
-def work_difference(baseline: dict, candidate: dict, base_payload: dict, cand_payload: dict) -> str | None:
+def _workload(bench: dict) -> str:
+    extra = bench.get("extra_info") or {}
+    module = str(bench.get("fullname", "")).split("::")[0]
+    return extra.get("workload") or ("imagenet" if module.endswith("bench_imagenet.py") else "paper")
+
+
+def file_facts(payload: dict) -> dict:
+    """(workload, FILE_KEYS name) -> the one value the file's cells of that workload record for it (absent where
+    none records it, or they differ)."""
+    seen: dict[tuple[str, str], dict] = {}  # repr -> value: a value may be unhashable (a list)
+    for bench in payload["benchmarks"]:
+        params = work_parameters(bench, payload)
+        for name in FILE_KEYS:
+            if name in params:
+                seen.setdefault((_workload(bench), name), {})[repr(params[name])] = params[name]
+    return {key: next(iter(values.values())) for key, values in seen.items() if len(values) == 1}
+
+
+def _with_facts(bench: dict, params: dict, facts: dict) -> tuple[dict, set]:
+    """A cell's parameters with the FILE_KEYS it does not record filled in: from the file's other cells, else
+    RunConfig's default (the value before the option existed); and the names filled in from the file."""
+    skip = KIND_NOT_WORK_FIELDS.get((bench.get("extra_info") or {}).get("kind"), ())
+    defaults, filled, inferred = {f.name: f.default for f in fields(RunConfig)}, dict(params), set()
+    for name in FILE_KEYS:
+        if name in params or name in skip:
+            continue
+        fact = facts.get((_workload(bench), name))
+        filled[name] = defaults[name] if fact is None else fact
+        inferred |= set() if fact is None else {name}
+    return filled, inferred
+
+
+def work_difference(
+    baseline: dict, candidate: dict, base_payload: dict, cand_payload: dict, facts: tuple[dict, dict] = ({}, {})
+) -> str | None:
     """None when two benchmarks timed the same work; else the first differing parameter, as `name=base (candidate
-    value)`."""
-    base, cand = work_parameters(baseline, base_payload), work_parameters(candidate, cand_payload)
+    value)`. `facts`: each file's file_facts, for the FILE_KEYS a cell does not record itself."""
+    base, base_inferred = _with_facts(baseline, work_parameters(baseline, base_payload), facts[0])
+    cand, cand_inferred = _with_facts(candidate, work_parameters(candidate, cand_payload), facts[1])
     for name in [*base, *(k for k in cand if k not in base)]:
         if base.get(name) != cand.get(name):
-            return f"{name}={base.get(name)!r} (candidate {cand.get(name)!r})"
+            source = ", as the files' other cells record it" if name in base_inferred | cand_inferred else ""
+            return f"{name}={base.get(name)!r} (candidate {cand.get(name)!r}){source}"
     return None
 
 

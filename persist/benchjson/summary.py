@@ -41,14 +41,34 @@ COLUMNS = (
 )
 
 
-def load_benchmarks(path: Path) -> dict:
+def load_benchmarks(path: Path, needs: tuple[str, ...] = ("stats",)) -> dict:
+    """The file's JSON, each benchmark checked for the keys its reader `needs` ("stats.median": a key of stats)."""
     try:
         payload = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise PersistError(f"{path} is not readable JSON: {error}") from error
     if not isinstance(payload, dict) or not isinstance(payload.get("benchmarks"), list):
         raise PersistError(f"{path} is not pytest-benchmark JSON: it has no 'benchmarks' list")
+    for index, bench in enumerate(payload["benchmarks"]):
+        check_entry(bench, f"{path}: benchmark {index + 1} of {len(payload['benchmarks'])}", needs)
     return payload
+
+
+def check_entry(bench, where: str, needs: tuple[str, ...]) -> None:
+    """One line naming the benchmark and the first key of `needs` it lacks (pytest-benchmark writes them all)."""
+    name = (bench.get("name") or bench.get("fullname")) if isinstance(bench, dict) else None
+    where += f" ({name})" if isinstance(name, str) else ""
+    if not isinstance(bench, dict):
+        raise PersistError(f"{where} is a {type(bench).__name__}, not a pytest-benchmark entry (an object)")
+    for key in needs:
+        outer, _, inner = key.partition(".")
+        if outer not in bench or (inner and isinstance(bench[outer], dict) and inner not in bench[outer]):
+            raise PersistError(f"{where} has no {key!r}: pytest-benchmark writes fullname, name and stats for each")
+        if outer == "stats" and not isinstance(bench[outer], dict):
+            raise PersistError(f"{where}: its 'stats' is a {type(bench[outer]).__name__}, not an object")
+
+
+SUMMARY_STATS = ("stats.median", "stats.iqr", "stats.rounds")
 
 
 def summary_rows(benchmarks: list[dict]) -> list[dict]:
@@ -260,4 +280,9 @@ def print_summary(benchmarks: list[dict], console: Console | None = None) -> lis
 
 def print_summary_file(path: Path, console: Console | None = None) -> list[dict]:
     console = console or table_console()  # piped, names stay whole (persist/tables.py)
-    return print_summary(load_benchmarks(path)["benchmarks"], console)
+    benchmarks = load_benchmarks(path)["benchmarks"]
+    epochs = [bench for bench, _ in schema.of_kind(benchmarks, schema.TrainEpoch)]
+    for index, bench in enumerate(benchmarks):  # what summary_rows reads of a training cell's stats
+        if any(bench is cell for cell in epochs):
+            check_entry(bench, f"{path}: benchmark {index + 1} of {len(benchmarks)}", SUMMARY_STATS)
+    return print_summary(benchmarks, console)

@@ -154,9 +154,26 @@ def _report(args: argparse.Namespace) -> int:
         raise PersistError(f"{others[0]} is not a persist run folder (no manifest.json)")
     if not folders:
         raise PersistError("no run folders given: pass the folders that persist train or persist sweep wrote")
+    writable_folder(args.out)  # before the analysis: a bad --out is one line, not a traceback after it
     report = write_report(folders, args.out, target=args.target)
     print(f"wrote {report} and its figures and tables in {args.out}")
     return 0
+
+
+def writable_folder(out: Path) -> None:
+    """Make `out` (with its parents) and check that a file can be written in it."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise PersistError(f"--out {out} is a file, not a folder: name a folder (it is made if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise PersistError(
+            f"--out {out} cannot be written ({error.strerror or error}): name a folder you can write to"
+        ) from error
 
 
 def version() -> str:

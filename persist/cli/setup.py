@@ -79,6 +79,17 @@ def add_setup_commands(commands) -> None:
     b.set_defaults(handler=_stability)
 
 
+def check_folder_path(out: Path) -> None:
+    """`out` names a folder, or nothing yet, below a folder: not a file (nothing is written before this is known)."""
+    for path in (out, *out.parents):
+        if path.is_dir():
+            return
+        if path.exists() and path == out:
+            raise PersistError(f"--out {out} is a file, not a folder: name a folder (it is made if missing)")
+        if path.exists():
+            raise PersistError(f"--out {out} cannot be written ({path} is a file): name a folder")
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from persist.cli.progress import CountProgress
     from persist.data.datasets import raw_dataset
@@ -86,6 +97,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if args.format != "jpeg":
         raise PersistError(f"format={args.format!r} is not allowed: choose jpeg")
+    if args.out is not None:
+        check_folder_path(args.out)
     if args.dataset == "synthetic-folder":
         return _prepare_folder(args)
     config = RunConfig(

@@ -16,8 +16,7 @@ from persist.config import RunConfig
 from persist.data.base import ImageData, Pipeline
 from persist.data.pipelines.delayed import DelayedPipeline
 from persist.data.settings import pipeline_options
-from persist.errors import PluginError
-from persist.registry import PIPELINES
+from persist.registry import PIPELINES, PluginPipeline, plugin_call
 
 __all__ = ["DelayedPipeline", "make_pipeline"]
 
@@ -36,13 +35,11 @@ def make_pipeline(
         "augment": config.augment == "crop-flip" and config.reuse == "same",
     }
     options = pipeline_options(config, device, world_size)  # checked for every pipeline, passed to its built-in only
-    try:
-        pipeline = cls(data, config.batch_size, config.seed, device, **common, **(options if builtin else {}))
-    except TypeError as error:  # a plug-in whose constructor does not take the protocol's arguments
-        if builtin:
-            raise
-        raise PluginError(
-            f"--pipeline {config.pipeline}: {cls.__name__}(data, batch_size, seed, device, *, augment, rank, "
-            f"world_size) failed: {error}"
-        ) from error
+    if builtin:
+        pipeline = cls(data, config.batch_size, config.seed, device, **common, **options)
+    else:  # a plug-in: whatever its code raises, here or in any later call, is one line naming it and the call
+        flag = f"--pipeline {config.pipeline}"
+        built = f"{cls.__name__}(data, batch_size, seed, device, *, augment, rank, world_size)"
+        inner = plugin_call(flag, built, cls, data, config.batch_size, config.seed, device, **common)
+        pipeline = PluginPipeline(inner, flag)
     return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline
