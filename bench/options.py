@@ -12,6 +12,7 @@ import torch
 from persist.config import PROFILES, RunConfig
 from persist.errors import ConfigError
 from persist.training.device import resolve_device
+from persist.validation import check_device
 
 BATCH_SIZES = {"smoke": (32, 256), "paper": (32, 256, 512)}
 PERSISTENCIES = (1, 2, 5, "auto")  # auto: --persistency auto (cap 8), its K chosen by the loader's timing
@@ -107,6 +108,10 @@ class BenchSetup:
 def setup_of(config) -> BenchSetup:
     """The sizes, device and rounds the --persist-* options ask for; a UsageError (exit 4) for a bad one."""
     requested, skip_reason = config.getoption("--persist-device"), None
+    try:
+        check_device(requested)
+    except ConfigError as error:  # a misspelt device is a usage error, not a missing GPU
+        raise pytest.UsageError(f"--persist-device: {error}") from None
     try:
         device = resolve_device(requested)
     except ConfigError as error:  # a GPU asked for on a machine without it: skip every cell, never fake one

@@ -27,3 +27,19 @@ def test_scaling_jobs_take_the_bench_storage_and_augmentation():
     assert (parsed.storage, parsed.augment, parsed.reuse, parsed.pipeline) == ("jpeg", "crop-flip", "reaugment", "dali")
     plain = _bench_scaling().torchrun_args(RunConfig(**sizes), "preloaded", 1, "/out")
     assert plain[plain.index("--storage") + 1] == "raw" and plain[plain.index("--augment") + 1] == "none"
+
+
+def test_a_misspelt_bench_device_is_one_usage_line():
+    import subprocess
+    import sys
+
+    bench = BENCH.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(bench), "--collect-only", "-q", "--persist-device", "cuda:\u00b2"],
+        capture_output=True,
+        text=True,
+        cwd=bench.parent,
+    )
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error, not a traceback
+    assert "--persist-device: device='cuda:\u00b2' is not allowed" in done.stderr
+    assert "Traceback" not in done.stderr
