@@ -23,6 +23,7 @@ from persist.validation import (
     one_of,
     parse_budget,
     parse_persistency,
+    parse_seeds,
     persistency_label,
     registered,
 )
@@ -55,7 +56,7 @@ def option(default, help: str, **cli) -> object:
     RunConfig checks it), `allowed` (the values in words, otherwise), `none_means` (what the default None does),
     `metavar`, `parse` (text -> value, or -> a dict of fields; default: the field's type), `pipeline` (the one
     pipeline it applies to), `sweep` (persist sweep takes it too), `axis` (persist sweep's flag for a comma-separated
-    list of values: a grid axis) with `axis_help` and `axis_count` (the flag takes N, for 0..N-1), `cli=False` (set
+    list of values: a grid axis) with `axis_help` and `axis_parse` (text -> the list, when not comma-separated words or integers), `cli=False` (set
     through another flag only)."""
     return field(default=default, metadata={"help": help, **cli})
 
@@ -125,8 +126,8 @@ class RunConfig:
         "weights and batch order",
         allowed="integer",
         axis="--seeds",
-        axis_count=True,
-        axis_help="a number N of seeds: 0..N-1",
+        axis_parse=parse_seeds,
+        axis_help="a list of seeds (0,1,2), or a count Nx: seeds 0..N-1 (3x: 0,1,2); 3 alone is the one seed 3",
     )
     device: str = option("auto", "where to train", allowed="auto, cpu, cuda or cuda:N", sweep=True)
     width: float = option(

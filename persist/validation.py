@@ -1,5 +1,5 @@
 """Checks of config values, each failing with one line that names the bad value and what is allowed (a ConfigError),
-and the parsers of the values that are written as text (K, a budget)."""
+and the parsers of the values that are written as text (K, a budget, a list of seeds)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,26 @@ def parse_persistency(text: str) -> dict:
     except ValueError:
         pass
     raise ConfigError(f"persistency={text!r} is not allowed: use an integer K >= 1, auto, or auto:N (a cap N >= 2)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> those seeds; 'Nx' -> N seeds, 0..N-1. '3' is the one seed 3, never a count."""
+    text = str(text).strip()
+    try:
+        if text.endswith("x"):
+            count = int(text[:-1])
+            if count >= 1:
+                return list(range(count))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+            if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds):
+                return seeds
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"seeds={text!r} is not allowed: use a comma-separated list of distinct seeds >= 0 (0,1,2), or a count Nx "
+        "with N >= 1 (3x: seeds 0,1,2)"
+    )
 
 
 def persistency_label(persistency: int, adaptive: bool) -> str:
