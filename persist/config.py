@@ -56,8 +56,8 @@ def option(default, help: str, **cli) -> object:
     RunConfig checks it), `allowed` (the values in words, otherwise), `none_means` (what the default None does),
     `metavar`, `parse` (text -> value, or -> a dict of fields; default: the field's type), `pipeline` (the one
     pipeline it applies to), `sweep` (persist sweep takes it too), `axis` (persist sweep's flag for a comma-separated
-    list of values: a grid axis) with `axis_help` and `axis_parse` (text -> the list, when not comma-separated words or integers), `cli=False` (set
-    through another flag only)."""
+    list of values: a grid axis) with `axis_help` and `axis_parse` (text -> the list, when not comma-separated words or
+    integers), `cli=False` (set through another flag only)."""
     return field(default=default, metadata={"help": help, **cli})
 
 
