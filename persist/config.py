@@ -94,8 +94,8 @@ class RunConfig:
         axis_help="include 1: the baseline",
     )
     adaptive: bool = option(False, "adaptive persistency (set by --persistency auto)", cli=False)
-    lr: float = option(0.001, "learning rate mu", allowed="number > 0")
-    momentum: float = option(0.5, "momentum gamma", allowed="0 <= gamma < 1")
+    lr: float = option(0.001, "learning rate mu (--dataset imagefolder: 0.00625 x m/256)", allowed="number > 0")
+    momentum: float = option(0.5, "momentum gamma (--dataset imagefolder: 0.9)", allowed="0 <= gamma < 1")
     lr_schedule: str = option(
         "constant",
         "the lr of the k-th use of a batch; a plug-in is function(mu, k) -> lr",
@@ -137,7 +137,11 @@ class RunConfig:
         None, "use the first N training samples", none_means="the whole training split", at_least=1
     )
     test_size: int | None = option(None, "use the first N test samples", none_means="the whole test split", at_least=1)
-    loss_reduction: str = option("sum", "how per-example losses combine (the paper sums them)", choices=LOSS_REDUCTIONS)
+    loss_reduction: str = option(
+        "sum",
+        "how per-example losses combine (the paper sums them; --dataset imagefolder: mean)",
+        choices=LOSS_REDUCTIONS,
+    )
     delay_ms: float = option(
         0.0, "extra host delay per load, simulating slow storage", allowed="number >= 0", sweep=True
     )

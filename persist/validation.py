@@ -137,6 +137,15 @@ def parse_budget(text: str) -> dict:
     )
 
 
+IMAGE_FOLDER_LR_PER_256 = 0.00625  # lr per 256 images of m; the largest tried that trains ResNet-50 with no warm-up
+
+
+def image_folder_fields(batch_size: int) -> dict:
+    """The training settings an image folder gets where they are not given: the paper's summed loss at lr 0.001
+    diverges at once on a torchvision ResNet; a mean loss, momentum 0.9 and lr linear in m train."""
+    return {"loss_reduction": "mean", "momentum": 0.9, "lr": IMAGE_FOLDER_LR_PER_256 * batch_size / 256}
+
+
 UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count
 
 

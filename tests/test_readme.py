@@ -128,6 +128,6 @@ def test_the_docs_first_train_command_runs_as_written(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # it writes runs/... under the working folder
     command, _ = _train_commands(ROOT / "docs" / "training-runs.md")[0]  # the README's first differs only in K
-    assert main(command.split()[1:] + ["--quiet"]) == 0
+    assert main([*command.split()[1:], "--quiet"]) == 0
     out = Path(command.split("--out ")[1].split()[0])
     assert (tmp_path / out / "epochs.jsonl").read_text().count("\n") == 3  # the smoke profile's 3 epochs

@@ -11,7 +11,7 @@ from dataclasses import MISSING, Field, dataclass, fields
 
 from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields
 from persist.registry import Registry
-from persist.validation import parse_seeds
+from persist.validation import image_folder_fields, parse_seeds
 
 PIPELINE_GROUPS = {"preloaded": "preloaded pipeline", "torchvision": "torchvision pipeline", "dali": "DALI pipeline"}
 SWEEP_BASE = (
@@ -184,6 +184,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if values.get("model", RunConfig.model) != RunConfig.model and args.width is None:
         values.pop("width", None)  # a profile's width is the default model's; another model has none
     values.update(budget_fields(args.budget, args.epochs))
+    if values.get("dataset") == "imagefolder":  # what is not given trains there; the manifest's config records it
+        fields_given = image_folder_fields(values.get("batch_size", RunConfig.batch_size))
+        values = {**fields_given, **values}
     if values.get("storage_dir") is not None:
         values.setdefault("storage", "jpeg")  # --storage-dir is encoded storage; an explicit --storage raw is refused
     return RunConfig(**values)
