@@ -26,6 +26,7 @@ from persist.data.pipelines import make_pipeline
 from persist.data.synthetic_folder import FolderSpec, write_synthetic_folder
 from persist.measure import make_sync
 from persist.training.trainer import Trainer
+from persist.validation import image_folder_fields
 
 PERSISTENCIES = (1, 2, 4)
 
@@ -78,6 +79,7 @@ def imagenet_config(setup, pytestconfig, tmp_path_factory) -> RunConfig:
         batch_size=workload.batch_size,
         device=str(setup.device),
         cudnn_benchmark=setup.device.type == "cuda",  # what the workload's users set (NVIDIA's ResNet-50 example)
+        **image_folder_fields(workload.batch_size),  # what trains a ResNet on a folder, as persist train sets it
     )
 
 

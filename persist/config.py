@@ -24,6 +24,7 @@ from persist.validation import (
     one_of,
     parse_budget,
     parse_persistency,
+    parse_seeds,
     persistency_label,
     registered,
 )
@@ -56,8 +57,8 @@ def option(default, help: str, **cli) -> object:
     RunConfig checks it), `allowed` (the values in words, otherwise), `none_means` (what the default None does),
     `metavar`, `parse` (text -> value, or -> a dict of fields; default: the field's type), `pipeline` (the one
     pipeline it applies to), `sweep` (persist sweep takes it too), `axis` (persist sweep's flag for a comma-separated
-    list of values: a grid axis) with `axis_help` and `axis_count` (the flag takes N, for 0..N-1), `cli=False` (set
-    through another flag only)."""
+    list of values: a grid axis) with `axis_help` and `axis_parse` (text -> the list, when not comma-separated words or
+    integers), `cli=False` (set through another flag only)."""
     return field(default=default, metadata={"help": help, **cli})
 
 
@@ -94,8 +95,8 @@ class RunConfig:
         axis_help="include 1: the baseline",
     )
     adaptive: bool = option(False, "adaptive persistency (set by --persistency auto)", cli=False)
-    lr: float = option(0.001, "learning rate mu", allowed="number > 0")
-    momentum: float = option(0.5, "momentum gamma", allowed="0 <= gamma < 1")
+    lr: float = option(0.001, "learning rate mu (--dataset imagefolder: 0.00625 x m/256)", allowed="number > 0")
+    momentum: float = option(0.5, "momentum gamma (--dataset imagefolder: 0.9)", allowed="0 <= gamma < 1")
     lr_schedule: str = option(
         "constant",
         "the lr of the k-th use of a batch; a plug-in is function(mu, k) -> lr",
@@ -126,8 +127,8 @@ class RunConfig:
         "weights and batch order",
         allowed="integer from -2**63 to 2**64-1",
         axis="--seeds",
-        axis_count=True,
-        axis_help="a number N of seeds: 0..N-1",
+        axis_parse=parse_seeds,
+        axis_help="a list of seeds (0,1,2), or a count Nx: seeds 0..N-1 (3x: 0,1,2); 3 alone is the one seed 3",
     )
     device: str = option("auto", "where to train", allowed="auto, cpu, cuda or cuda:N", sweep=True)
     width: float = option(
@@ -137,7 +138,11 @@ class RunConfig:
         None, "use the first N training samples", none_means="the whole training split", at_least=1
     )
     test_size: int | None = option(None, "use the first N test samples", none_means="the whole test split", at_least=1)
-    loss_reduction: str = option("sum", "how per-example losses combine (the paper sums them)", choices=LOSS_REDUCTIONS)
+    loss_reduction: str = option(
+        "sum",
+        "how per-example losses combine (the paper sums them; --dataset imagefolder: mean)",
+        choices=LOSS_REDUCTIONS,
+    )
     delay_ms: float = option(
         0.0, "extra host delay per load, simulating slow storage", allowed="number >= 0", sweep=True
     )

@@ -1,5 +1,5 @@
 """Checks of config values, each failing with one line that names the bad value and what is allowed (a ConfigError),
-and the parsers of the values that are written as text (K, a budget)."""
+and the parsers of the values that are written as text (K, a budget, a list of seeds)."""
 
 from __future__ import annotations
 
@@ -112,6 +112,26 @@ def parse_persistency(text: str) -> dict:
     raise ConfigError(f"persistency={text!r} is not allowed: use an integer K >= 1, auto, or auto:N (a cap N >= 2)")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> those seeds; 'Nx' -> N seeds, 0..N-1. '3' is the one seed 3, never a count."""
+    text = str(text).strip()
+    try:
+        if text.endswith("x"):
+            count = int(text[:-1])
+            if count >= 1:
+                return list(range(count))
+        else:
+            seeds = [int(v) for v in text.split(",")]
+            if all(seed >= 0 for seed in seeds) and len(set(seeds)) == len(seeds):
+                return seeds
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"seeds={text!r} is not allowed: use a comma-separated list of distinct seeds >= 0 (0,1,2), or a count Nx "
+        "with N >= 1 (3x: seeds 0,1,2)"
+    )
+
+
 def persistency_label(persistency: int, adaptive: bool) -> str:
     """How K is shown: '5', or 'auto:8'."""
     return f"auto:{persistency}" if adaptive else str(persistency)
@@ -135,6 +155,15 @@ def parse_budget(text: str) -> dict:
         f"{text!r} is not a budget: use training seconds (120s), sample-steps, i.e. steps x m (2e6sample-steps), "
         "or epochs (10epochs)"
     )
+
+
+IMAGE_FOLDER_LR_PER_256 = 0.00625  # lr per 256 images of m; the largest tried that trains ResNet-50 with no warm-up
+
+
+def image_folder_fields(batch_size: int) -> dict:
+    """The training settings an image folder gets where they are not given: the paper's summed loss at lr 0.001
+    diverges at once on a torchvision ResNet; a mean loss, momentum 0.9 and lr linear in m train."""
+    return {"loss_reduction": "mean", "momentum": 0.9, "lr": IMAGE_FOLDER_LR_PER_256 * batch_size / 256}
 
 
 UNCAPPED_EPOCHS = 1_000_000  # a time or sample budget alone: the budget ends the run, not an epoch count

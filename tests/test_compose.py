@@ -140,7 +140,7 @@ def composed_sweep(tmp_path_factory):
     # asserted below would no longer be promised
     grid_args = ["--pipelines", "preloaded,torchvision", "--batch-sizes", "64", "--persistencies", "1,2"]
     where = ["--preset", "cpu", "--device", "cpu", "--out", str(out)]
-    args = ["sweep", *where, *grid_args, "--schedules", "constant", "--seeds", "2", "--quiet"]
+    args = ["sweep", *where, *grid_args, "--schedules", "constant", "--seeds", "2x", "--quiet"]
     try:
         assert main([*args, "--epochs", "3", "--timing-epochs", "1", "--dataset", "synthetic"]) == 0
     finally:

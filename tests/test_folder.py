@@ -239,7 +239,7 @@ def test_a_sweep_over_a_folder_trains_every_pipeline_in_full(folder, tmp_path, c
     out = tmp_path / "sweep"
     flags = ["sweep", "--dataset", "imagefolder", "--data-root", str(folder), "--image-size", str(S)]
     flags += ["--preload-size", "20", "--pipelines", "preloaded,torchvision", "--batch-sizes", "4"]
-    flags += ["--persistencies", "1,2", "--schedules", "constant", "--seeds", "1", "--device", "cpu", "--quiet"]
+    flags += ["--persistencies", "1,2", "--schedules", "constant", "--seeds", "1x", "--device", "cpu", "--quiet"]
     assert main([*flags, "--epochs", "3", "--timing-epochs", "1", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "timing_epochs=1 is not allowed with --dataset imagefolder and several pipelines" in err

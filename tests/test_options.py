@@ -69,21 +69,33 @@ def test_the_sweep_takes_the_fields_the_metadata_names():
 def test_sweep_flags_become_grid_overrides():
     from persist.cli.run_options import sweep_overrides
 
-    axes = ["--pipelines", "preloaded", "--batch-sizes", "32,64", "--seeds", "2", "--persistencies", "1,auto:4"]
+    axes = ["--pipelines", "preloaded", "--batch-sizes", "32,64", "--seeds", "2x", "--persistencies", "1,auto:4"]
     args = build_parser().parse_args(["sweep", "--out", "x", *axes, "--storage-dir", "d", "--budget", "60s"])
     values = sweep_overrides(args)
     assert values["pipelines"] == ["preloaded"] and values["batch_sizes"] == [32, 64]
-    assert values["seeds"] == range(2) and values["persistencies"] == ["1", "auto:4"]
+    assert values["seeds"] == [0, 1] and values["persistencies"] == ["1", "auto:4"]
     assert values["storage"] == "jpeg" and values["budget_s"] == 60.0 and values["epochs"] == 1_000_000
     assert values["schedules"] is None and "dataset" not in values
 
 
-def test_bad_seeds_and_missing_help_text_stay_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["sweep", "stability"])
+@pytest.mark.parametrize("text", ["0x", "a", "1,,2", "-1", "1,1", "2.5x"])
+def test_bad_seeds_are_one_line_and_exit_2_in_both_commands(command, text, tmp_path, capsys):
     from persist.cli.main import main
 
-    assert main(["sweep", "--out", str(tmp_path / "s"), "--seeds", "0"]) == 2
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--out", str(tmp_path / "s"), f"--seeds={text}"])
     err = capsys.readouterr().err
-    assert "seeds=0 is not allowed: use a number of seeds >= 1" in err and err.count("\n") == 1
+    assert exit.value.code == 2 and f"seeds={text!r} is not allowed" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["sweep", "stability"])
+def test_seeds_mean_a_list_in_both_commands_and_nx_is_a_count(command):
+    def seeds(text):
+        return build_parser().parse_args([command, "--out", "x", "--seeds", text]).seeds
+
+    assert seeds("3") == [3]  # one seed, 3: never a count
+    assert seeds("0,1,2") == [0, 1, 2] and seeds("3x") == [0, 1, 2] and seeds("1x") == [0]
 
 
 def test_docs_options_md_is_the_generated_table():

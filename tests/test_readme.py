@@ -94,3 +94,40 @@ def test_the_docs_build_with_mkdocs(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "site" / "index.html").exists()
+
+
+FIRST_COMMAND_PAGES = [README, ROOT / "docs" / "training-runs.md"]
+
+
+def _train_commands(page: Path) -> list[tuple[str, str]]:
+    """Each `persist train` command of a page's bash blocks (continuation lines joined), with the comment above it."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+        comment = ""
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith("#"):
+                comment = line
+            elif line.startswith("persist train "):
+                commands.append((" ".join(line.split()), comment))
+    return commands
+
+
+@pytest.mark.parametrize("page", FIRST_COMMAND_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_first_train_command_is_the_smoke_profile_and_paper_sizes_say_gpu(page):
+    commands = _train_commands(page)
+    first, comment = commands[0]
+    assert "--profile smoke" in first and "--device cpu" in first, f"{page.name} starts with {first}"
+    assert "a minute" in comment
+    paper = [(c, note) for c, note in commands if "--profile paper" in c or "--epochs 100" in c]
+    assert paper and all("GPU" in note for _, note in paper), "the paper-size command is labelled as for a GPU"
+
+
+@pytest.mark.slow
+def test_the_docs_first_train_command_runs_as_written(tmp_path, monkeypatch):
+    from persist.cli.main import main
+
+    monkeypatch.chdir(tmp_path)  # it writes runs/... under the working folder
+    command, _ = _train_commands(ROOT / "docs" / "training-runs.md")[0]  # the README's first differs only in K
+    assert main([*command.split()[1:], "--quiet"]) == 0
+    out = Path(command.split("--out ")[1].split()[0])
+    assert (tmp_path / out / "epochs.jsonl").read_text().count("\n") == 3  # the smoke profile's 3 epochs

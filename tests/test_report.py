@@ -11,7 +11,7 @@ TINY = ["--dataset", "synthetic", "--device", "cpu", "--quiet"]
 
 def _sweep_args(out) -> list[str]:
     """A 6-run sweep: one pipeline, one m, K in {1, 2}, both schedules, two seeds, two epochs."""
-    grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "2"]
+    grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "2x"]
     return ["sweep", "--preset", "cpu", "--out", str(out), *grid, "--epochs", "2", *TINY]
 
 
@@ -94,7 +94,7 @@ def test_a_sweep_budget_gives_every_k_the_same_work(tmp_path, monkeypatch_module
     from persist.records import read_records
 
     out = tmp_path / "budgeted"
-    grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "1"]
+    grid = ["--pipelines", "preloaded", "--batch-sizes", "64", "--persistencies", "1,2", "--seeds", "1x"]
     args = ["sweep", "--preset", "cpu", "--out", str(out), *grid, "--budget", "640sample-steps", *TINY]
     assert main(args) == 0
     for run in ("preloaded-m64-K1-constant-s0", "preloaded-m64-K2-constant-s0", "preloaded-m64-K2-linear-s0"):

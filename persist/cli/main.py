@@ -76,6 +76,8 @@ def _train(args: argparse.Namespace) -> int:
                 dist=dist,
                 on_epoch=progress.epoch_done,
                 on_load=progress.load_done,
+                on_stage=progress.stage,
+                on_start=progress.start,
             )
         finished = True
     finally:

@@ -11,6 +11,7 @@ from dataclasses import MISSING, Field, dataclass, fields
 
 from persist.config import PROFILES, ConfigError, PersistError, RunConfig, budget_fields
 from persist.registry import Registry
+from persist.validation import image_folder_fields, parse_seeds
 
 PIPELINE_GROUPS = {"preloaded": "preloaded pipeline", "torchvision": "torchvision pipeline", "dali": "DALI pipeline"}
 SWEEP_BASE = (
@@ -44,6 +45,9 @@ def _text_parser(parse):
 
     parse_text.__name__ = parse.__name__
     return parse_text
+
+
+seeds_arg = _text_parser(parse_seeds)  # --seeds of persist sweep and persist stability: one meaning, one parser
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ class RunOption:
         return self.axis_flag().lstrip("-").replace("-", "_")
 
     def axis_help(self) -> str:
-        if self.meta.get("axis_count"):
+        if self.meta.get("axis_parse"):
             text = self.meta["axis_help"]
         else:
             choices = self.choices()
@@ -166,7 +170,8 @@ def add_sweep_options(parser: argparse.ArgumentParser) -> None:
             )
     for option in (RunOption(f) for f in fields(RunConfig) if "axis" in f.metadata):
         numbers = option.kind == "int" and "parse" not in option.meta  # K's words (auto:N) are parsed per cell
-        parse = int if option.meta.get("axis_count") else ints_arg if numbers else words_arg
+        parse = ints_arg if numbers else words_arg
+        parse = _text_parser(option.meta["axis_parse"]) if "axis_parse" in option.meta else parse
         axes.add_argument(option.axis_flag(), dest=option.axis_dest(), type=parse, help=option.axis_help())
 
 
@@ -179,6 +184,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if values.get("model", RunConfig.model) != RunConfig.model and args.width is None:
         values.pop("width", None)  # a profile's width is the default model's; another model has none
     values.update(budget_fields(args.budget, args.epochs))
+    if values.get("dataset") == "imagefolder":  # what is not given trains there; the manifest's config records it
+        fields_given = image_folder_fields(values.get("batch_size", RunConfig.batch_size))
+        values = {**fields_given, **values}
     if values.get("storage_dir") is not None:
         values.setdefault("storage", "jpeg")  # --storage-dir is encoded storage; an explicit --storage raw is refused
     return RunConfig(**values)
@@ -192,11 +200,6 @@ def sweep_overrides(args: argparse.Namespace) -> dict:
         values["storage"] = "jpeg"  # --storage-dir is encoded storage
     for option in (RunOption(f) for f in fields(RunConfig) if "axis" in f.metadata):
         given = getattr(args, option.axis_dest())
-        if option.meta.get("axis_count") and given is not None:
-            if given < 1:
-                name = option.axis_dest()
-                raise PersistError(f"{name}={given} is not allowed: use a number of {name} >= 1")
-            given = range(given)
         values[option.axis_dest()] = given
     return values
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from persist.cli.run_options import ints_arg, words_arg
+from persist.cli.run_options import ints_arg, seeds_arg, words_arg
 from persist.config import RunConfig
 from persist.errors import PersistError
 from persist.registry import DATASETS, MODELS, NORMALIZATIONS, PIPELINES
@@ -75,7 +75,12 @@ def add_setup_commands(commands) -> None:
     b.add_argument("--pipeline", default="preloaded", help=PIPELINES.choices())
     b.add_argument("--model", default="paper-alexnet", help=MODELS.choices())
     b.add_argument("--device", default="auto")
-    b.add_argument("--seeds", type=ints_arg, default=[0], help="comma-separated: each cell once per seed (default 0)")
+    b.add_argument(
+        "--seeds",
+        type=seeds_arg,
+        default=[0],
+        help="each cell once per seed: a list (0,1,2) or a count Nx, seeds 0..N-1 (3x: 0,1,2); default 0",
+    )
     b.set_defaults(handler=_stability)
 
 

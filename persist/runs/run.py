@@ -196,10 +196,15 @@ def train_run(
     dist: DistContext | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     on_load: Callable[[int], None] | None = None,
+    on_stage: Callable[..., None] | None = None,
+    on_start: Callable[[int, int, str], None] | None = None,
 ) -> list[EpochRecord]:
     """Train `config.epochs` epochs into `out`, continuing a finished prefix when `resume`; return all records.
 
-    With several ranks every rank calls this; rank 0 alone reads and writes the folder."""
+    With several ranks every rank calls this; rank 0 alone reads and writes the folder. The terminal's hooks:
+    `on_stage(text, done=None, total=None)` says what happens before the first load (data, model, the first
+    evaluation), `on_start(loads_per_epoch, first_epoch, device_type)` comes once before training, `on_load(loads)`
+    after every load of an epoch and `on_epoch(record)` after every finished epoch."""
     out, dist = Path(out), dist or DistContext()
     if trainer is None:
         check_runs_here(config, dist)  # a device or precision this machine lacks: one line, no folder made
@@ -207,12 +212,17 @@ def train_run(
     lock = RunLock(out)  # under torchrun rank 0 alone takes it: it alone writes the folder
     records = dist.on_main(lambda: _open_folder(out, config, resume, lock))
     try:
-        return _train(config, out, records, trainer or Trainer(config, dist=dist), dist, lock, on_epoch, on_load)
+        if trainer is None:
+            if on_stage is not None:
+                on_stage(f"preparing the {config.dataset} data and the {config.model} model")
+            trainer = Trainer(config, dist=dist)
+        hooks = (on_epoch, on_load, on_stage, on_start)
+        return _train(config, out, records, trainer, dist, lock, *hooks)
     finally:
         lock.release()
 
 
-def _train(config, out, records, trainer, dist, lock, on_epoch, on_load) -> list[EpochRecord]:
+def _train(config, out, records, trainer, dist, lock, on_epoch, on_load, on_stage, on_start) -> list[EpochRecord]:
     main, writer = dist.is_main, lock.describe()
 
     def write_eval(row: EvalRecord) -> None:
@@ -228,8 +238,14 @@ def _train(config, out, records, trainer, dist, lock, on_epoch, on_load) -> list
             # an interrupted epoch's evaluations go (it runs again); with no finished epoch, the origin goes too
             keep_evals_through(out, len(records) if records else -1)
         if not records:  # the same decision on every rank
+            if on_stage is not None:  # a full test set on a CPU takes minutes: say so, and how far it is
+                text = f"evaluating before the first step ({len(trainer.test):,} test images)"
+                trainer.on_eval_batch = lambda done, total: on_stage(text, done, total)
             write_eval(trainer.eval_record(0, trainer.evaluate()))  # the curve's origin: before any step
+            trainer.on_eval_batch = None
             trainer.dist.barrier()
+        if on_start is not None:
+            on_start(trainer.counts["loads"], len(records) + 1, trainer.device.type)
         for epoch in range(len(records) + 1, config.epochs + 1):
             if trainer.budget_met():  # a resumed run whose budget was already spent
                 break

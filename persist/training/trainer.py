@@ -87,6 +87,7 @@ class Trainer:
         self.counters = RunCounters(config.eval_every or max(1, n // 4), config.budget_s, config.budget_sample_steps)
         self.resume_from, self.budget_met = self.counters.add_records, self.counters.budget_met
         self.eval_record = self.counters.eval_record
+        self.on_eval_batch: Callable[[int, int], None] | None = None  # (images evaluated, of) while evaluating
 
     def step(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
         """One SGD step: forward, loss, backward, paper-form momentum update; adds the step's summed per-example loss
@@ -252,6 +253,8 @@ class Trainer:
         start = self.now()
         # the unwrapped model: evaluation needs no collective; under the run's autocast and memory layout
         batches = ((self.precision.inputs(x), y) for x, y in self.test.in_order(self.config.eval_batch_size))
+        if self.on_eval_batch is not None:
+            batches = _counted(batches, len(self.test), self.on_eval_batch)
         with self.precision.autocast():
             test_loss, test_acc = evaluate(self.model, batches, len(self.test))
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
@@ -284,3 +287,13 @@ class Trainer:
         self.pipeline.close()
         self.measure.close()
         self._forward = self.model  # release DDP (and its reducer's hold on the process group) before teardown
+
+
+def _counted(batches, total: int, on_batch: Callable[[int, int], None]):
+    """The batches, calling on_batch(images so far, total) as each is taken (queued on a GPU, done on a CPU)."""
+    done = 0
+    for x, y in batches:
+        on_batch(done, total)
+        yield x, y
+        done += len(y)
+    on_batch(done, total)
