@@ -43,3 +43,13 @@ def test_resnet50_on_a_folder_does_not_blow_up_where_the_paper_settings_do(folde
     assert trained.train_loss < 2.0 and trained.test_loss < 3.0  # 4 classes: ln 4 = 1.39 at chance
     paper = replace(_config(folder), loss_reduction="sum", lr=0.001, momentum=0.5)
     assert Trainer(paper).run_epoch(1).train_loss > 5.0
+
+
+def test_a_sweep_over_a_folder_gives_each_cell_the_settings_persist_train_would(folder):
+    from persist.runs.sweep import grid_from_args
+
+    grid = grid_from_args("cpu", dataset="imagefolder", data_root=str(folder), image_size=32, batch_sizes=[16, 32])
+    cells = {(c.batch_size, c.lr, c.momentum, c.loss_reduction) for c in grid.configs()}
+    assert cells == {(16, 0.00625 * 16 / 256, 0.9, "mean"), (32, 0.00625 * 32 / 256, 0.9, "mean")}
+    digits = {(c.lr, c.loss_reduction) for c in grid_from_args("cpu").configs()}
+    assert digits == {(0.0005, "sum")}  # the preset's own settings where it is not a folder

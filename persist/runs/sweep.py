@@ -36,6 +36,7 @@ from persist.runs.lock import RunLock
 from persist.runs.run import make_folder, train_run
 from persist.training.device import check_runs_here
 from persist.training.trainer import Trainer
+from persist.validation import image_folder_fields
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class SweepGrid:
     seeds: tuple[int, ...]
     reuses: tuple[str, ...] = ("same",)  # reaugment needs the base's augment to be crop-flip
     timing_epochs: int | None = 2  # epochs per cell on every pipeline but the first; None: train all in full
+    folder_settings: bool = False  # image folders: each cell's lr, momentum and loss as persist train sets them
 
     def is_check(self, config: RunConfig) -> bool:
         """A cell that runs in full on every pipeline, to check the composed speedup against a measured one."""
@@ -88,6 +90,7 @@ class SweepGrid:
                 lr_schedule=schedule if k["persistency"] > 1 else "constant",
                 reuse=reuse if k["persistency"] > 1 else "same",
                 seed=seed,
+                **(image_folder_fields(m) if self.folder_settings else {}),  # the lr is linear in each cell's m
             )
             cells.append(self.timed_only(config))
         return cells
@@ -211,6 +214,8 @@ def grid_from_args(preset: str, timing_epochs: int | None = None, full: bool = F
             changes[other] = None  # a budget given replaces the preset's, of whichever kind
     if changes.get("model", "paper-alexnet") != "paper-alexnet":
         changes["width"] = 1.0  # the presets' width is paper-alexnet's; another model has none
+    if changes.get("dataset") == "imagefolder" and base.dataset != "imagefolder":
+        grid = replace(grid, folder_settings=True)
     base = replace(base, **changes)
     grid = replace(grid, base=base, **{k: tuple(overrides[k]) for k in AXIS_OVERRIDES if overrides.get(k)})
     if full or timing_epochs is not None:
