@@ -120,14 +120,3 @@ def test_the_first_train_command_is_the_smoke_profile_and_paper_sizes_say_gpu(pa
     assert "a minute" in comment
     paper = [(c, note) for c, note in commands if "--profile paper" in c or "--epochs 100" in c]
     assert paper and all("GPU" in note for _, note in paper), "the paper-size command is labelled as for a GPU"
-
-
-@pytest.mark.slow
-def test_the_docs_first_train_command_runs_as_written(tmp_path, monkeypatch):
-    from persist.cli.main import main
-
-    monkeypatch.chdir(tmp_path)  # it writes runs/... under the working folder
-    command, _ = _train_commands(ROOT / "docs" / "training-runs.md")[0]  # the README's first differs only in K
-    assert main([*command.split()[1:], "--quiet"]) == 0
-    out = Path(command.split("--out ")[1].split()[0])
-    assert (tmp_path / out / "epochs.jsonl").read_text().count("\n") == 3  # the smoke profile's 3 epochs
