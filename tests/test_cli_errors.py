@@ -219,6 +219,10 @@ class BadDescribe(Base):
 class Interrupted(Base):
     def epoch(self, epoch):
         raise KeyboardInterrupt
+
+
+def bad_model(num_classes, image_shape):
+    raise ImportError("no module named 'timm'")
 """
 
 
@@ -246,6 +250,12 @@ def test_a_plugin_pipeline_that_raises_is_one_line_naming_it_and_the_call(
     out = tmp_path / "run"
     assert main(["train", *RUN, "--pipeline", f"broken_pipelines:{plugin}", "--out", str(out)]) == 2
     _one_line(capsys, f"--pipeline broken_pipelines:{plugin}: ", *words)
+
+
+def test_a_plugin_model_that_raises_is_one_line_naming_it_and_the_call(tmp_path, capsys, broken_pipelines):
+    run = [flag for flag in RUN if flag not in ("--width", "0.125")]  # a width is paper-alexnet's only
+    assert main(["train", *run, "--model", "broken_pipelines:bad_model", "--out", str(tmp_path / "run")]) == 2
+    _one_line(capsys, "--model broken_pipelines:bad_model: bad_model(num_classes=10", "ImportError: no module named")
 
 
 def test_a_plugin_pipeline_does_not_mask_ctrl_c(tmp_path, capsys, broken_pipelines):

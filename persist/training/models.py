@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from persist.errors import PluginError
-from persist.registry import MODELS
+from persist.registry import MODELS, plugin_call
 
 KERNELS = (11, 5, 3, 3, 3)
 CHANNELS = (64, 192, 384, 256, 256)
@@ -92,7 +92,12 @@ def make_model(
     factory = MODELS.get(name)
     torch.manual_seed(seed)
     kwargs = {"width": width} if name == "paper-alexnet" else {}
-    model = factory(num_classes=num_classes, image_shape=tuple(image_shape), **kwargs)
+    target = MODELS.entries.get(name)
+    if (isinstance(target, str) and target.startswith("persist.")) or name.startswith("torchvision:"):
+        model = factory(num_classes=num_classes, image_shape=tuple(image_shape), **kwargs)
+    else:  # the user's code: whatever it raises is one line naming it and the call
+        call = f"{getattr(factory, '__name__', 'factory')}(num_classes={num_classes}, image_shape={tuple(image_shape)})"
+        model = plugin_call(f"--model {name}", call, factory, num_classes=num_classes, image_shape=tuple(image_shape))
     if not isinstance(model, nn.Module):
         raise PluginError(f"--model {name}: the factory returned a {type(model).__name__}, expected a torch.nn.Module")
     return model.to(device)
