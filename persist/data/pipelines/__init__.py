@@ -5,7 +5,8 @@ Every pipeline is built as Class(data, batch_size, seed, device, *, augment, ran
 The ImageData says what it holds (arrays, JPEG storage in train_files, or an image folder: image_size set, with
 train_files and train_sizes); each built-in reads it through its source (sources.py). The options come from the
 loader settings (persist/data/settings.py) for the built-in that declares them; a plug-in gets the common arguments
-only.
+only, and is wrapped (plugin.py): what it declares (`prefetches`, `normalization`) is recorded, and its first batch's
+normalization is checked against the test split's.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import torch
 from persist.config import RunConfig
 from persist.data.base import ImageData, Pipeline
 from persist.data.pipelines.delayed import DelayedPipeline
+from persist.data.pipelines.plugin import PluginPipeline
 from persist.data.settings import pipeline_options
 from persist.errors import PluginError
 from persist.registry import PIPELINES
 
-__all__ = ["DelayedPipeline", "make_pipeline"]
+__all__ = ["DelayedPipeline", "PluginPipeline", "make_pipeline"]
 
 
 def make_pipeline(
@@ -45,4 +47,6 @@ def make_pipeline(
             f"--pipeline {config.pipeline}: {cls.__name__}(data, batch_size, seed, device, *, augment, rank, "
             f"world_size) failed: {error}"
         ) from error
+    if not builtin:
+        pipeline = PluginPipeline(pipeline, data)
     return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline
