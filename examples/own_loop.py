@@ -80,11 +80,10 @@ def setup(args: argparse.Namespace):
 def train_epoch(meter, epoch, model, optimizer, loader, device, args) -> None:
     """One epoch of the plain loop; the lines marked `# persist` are all that measuring it takes."""
     with meter.epoch(epoch):  # persist
-        for (x, y), use in persist.reuse(meter.timed(loader), k=args.k, schedule=args.schedule):  # persist
+        # persist: each use at the optimizer's lr times use.lr_factor, the optimizer's own lr given back after the K
+        for (x, y), use in persist.reuse(meter.timed(loader), k=args.k, schedule=args.schedule, optimizer=optimizer):
             if use.k == 1:  # a new batch: one copy feeds its K uses, outside the step (loading, not compute)
                 inputs, targets = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = args.lr * use.lr_factor
             with meter.step(samples=len(y)) as step:  # persist
                 loss = F.cross_entropy(model(inputs), targets)
                 optimizer.zero_grad()

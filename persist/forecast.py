@@ -37,8 +37,11 @@ def wait_figure(clock: str | None, data_wait_s: float, data_stall_s: float | Non
 
 def loader_of_pipeline(pipeline: str, options: dict | None) -> str:
     """Whether one of persist's pipelines prefetches: DALI always (its own threads), torchvision with workers;
-    preloaded (already on the device) and torchvision with 0 workers load on demand."""
+    preloaded (already on the device) and torchvision with 0 workers load on demand. A plug-in prefetches when its
+    class says so (`prefetches = True`, recorded under "plugin"); otherwise it is taken as synchronous."""
     options = options or {}
+    if isinstance(options.get("plugin"), dict):
+        return "async" if options["plugin"].get("prefetches") else "sync"
     if pipeline == "dali":
         return "async"
     if pipeline == "torchvision":

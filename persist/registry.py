@@ -121,53 +121,6 @@ def plugin_call(flag: str, what: str, function, *args, **kwargs):
         raise PluginError(f"{flag}: {what} raised {type(error).__name__}: {error}") from error
 
 
-class PluginPipeline:
-    """A plug-in pipeline whose every call into the user's code goes through plugin_call, the batches of an epoch
-    too; any other attribute is the plug-in's own."""
-
-    def __init__(self, inner, flag: str):
-        self.inner, self.flag = inner, flag
-
-    def call(self, what: str, function, *args):
-        return plugin_call(self.flag, what, function, *args)
-
-    def __getattr__(self, name: str):
-        if name == "inner":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    @property
-    def name(self) -> str:
-        return getattr(self.inner, "name", type(self.inner).__name__)
-
-    def __len__(self) -> int:
-        return self.call("len()", len, self.inner)
-
-    def epoch(self, epoch: int):
-        batches = self.call(f"epoch({epoch})", lambda: iter(self.inner.epoch(epoch)))  # called now, as unwrapped
-        return self._batches(batches, epoch)
-
-    def _batches(self, batches, epoch: int):
-        load = 0
-        while True:
-            load += 1
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except Exception as error:
-                raise PluginError(
-                    f"{self.flag}: epoch({epoch}) raised {type(error).__name__}: {error} (at batch {load})"
-                ) from error
-            yield batch
-
-    def describe(self) -> dict:
-        return self.call("describe()", self.inner.describe)
-
-    def close(self) -> None:
-        self.call("close()", self.inner.close)
-
-
 PIPELINES = Registry(
     "pipeline",
     "--pipeline",

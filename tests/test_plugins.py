@@ -105,7 +105,8 @@ def test_a_plugin_lr_schedule_and_pipeline_are_used_and_recorded(tmp_path, plugi
     assert main([*args, "--pipeline", "user_plugins:EveryOtherBatch", "--out", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["plugins"]) == {"lr_schedule", "pipeline"} and manifest["pipeline"] == {
-        "pipeline": "every-other"
+        "pipeline": "every-other",
+        "plugin": {"prefetches": False, "normalization": None, "warnings": []},  # declares neither
     }
     record = read_records(out)[0]
     assert (record.loads, record.steps) == (2, 6)  # 4 loads of 32 in 128 images, every other one, K=3

@@ -47,7 +47,11 @@ def loader_of_run(manifest: dict) -> tuple[str, str]:
         return "sync", f"the Meter could not tell ({kind}): assumed synchronous; pass --loader async if it prefetches"
     described = manifest.get("pipeline") or {}
     pipeline = manifest.get("config", {}).get("pipeline", "?")
-    return loader_of_pipeline(pipeline, described), f"persist's {pipeline} pipeline"
+    kind = loader_of_pipeline(pipeline, described)
+    if isinstance(described.get("plugin"), dict):  # a plug-in: what its class declared, recorded by the run
+        declared = "declares prefetches = True" if kind == "async" else "does not declare prefetches = True"
+        return kind, f"the plug-in pipeline {pipeline} {declared}"
+    return kind, f"persist's {pipeline} pipeline"
 
 
 def measured_k1(run: Path, loader: str | None = None) -> tuple[Measured, dict]:

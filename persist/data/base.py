@@ -59,6 +59,7 @@ class ImageData:
     # S/0.875 and center-cropped to S.
     image_size: int | None = None
     train_sizes: tuple[tuple[int, int], ...] = ()
+    train_root: str | None = None  # an image folder's root (absolute); train_files are the run's selected files in it
     skipped_files: tuple[str, ...] = ()  # --skip-bad-files: files that could not be decoded, left out
     storage_folder: str | None = None  # with encoded storage: the folder read (absolute), recorded in the manifest
     storage_index_sha256: str | None = None  # and the hash of its index.json (persist/data/integrity.py)

@@ -196,6 +196,7 @@ def load_folder(
         train_files=tuple(str(root / r[0]) for r in train),
         image_size=image_size,
         train_sizes=tuple((r[2], r[3]) for r in train),
+        train_root=str(root.resolve()),
         skipped_files=tuple(str(root / r[0]) for r in index["bad"]),
     )
 
@@ -214,11 +215,19 @@ def imagefolder_dataset(
     return load_folder(data_root, image_size or DEFAULT_IMAGE_SIZE, skip_bad_files, train_size, test_size)
 
 
+def files_sha256(files) -> str:
+    """The sha256 of a list of file paths, one per line, in order."""
+    return hashlib.sha256("\n".join(files).encode()).hexdigest()
+
+
 def describe_folder(data: ImageData) -> dict:
     """What the manifest records about an image folder: sizes, preprocessing, and the files left out."""
     return {
         "image_size": data.image_size,
         "train_files": len(data.train_files),
+        "root": data.train_root,
+        # the selected training files (a --train-size subset), so a plug-in's own reading can be checked against it
+        "train_files_sha256": files_sha256(data.train_files),
         "test_images": len(data.test_y),
         "classes": data.num_classes,
         "train_preprocessing": f"random-resized crop to {data.image_size} (scale 0.08-1, ratio 3/4-4/3) + flip",

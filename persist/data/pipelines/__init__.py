@@ -5,7 +5,8 @@ Every pipeline is built as Class(data, batch_size, seed, device, *, augment, ran
 The ImageData says what it holds (arrays, JPEG storage in train_files, or an image folder: image_size set, with
 train_files and train_sizes); each built-in reads it through its source (sources.py). The options come from the
 loader settings (persist/data/settings.py) for the built-in that declares them; a plug-in gets the common arguments
-only.
+only, and is wrapped (plugin.py): what it declares (`prefetches`, `normalization`) is recorded, and its first batch's
+normalization is checked against the test split's.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import torch
 from persist.config import RunConfig
 from persist.data.base import ImageData, Pipeline
 from persist.data.pipelines.delayed import DelayedPipeline
+from persist.data.pipelines.plugin import PluginPipeline
 from persist.data.settings import pipeline_options
-from persist.registry import PIPELINES, PluginPipeline, plugin_call
+from persist.registry import PIPELINES, plugin_call
 
-__all__ = ["DelayedPipeline", "make_pipeline"]
+__all__ = ["DelayedPipeline", "PluginPipeline", "make_pipeline"]
 
 
 def make_pipeline(
@@ -41,5 +43,5 @@ def make_pipeline(
         flag = f"--pipeline {config.pipeline}"
         built = f"{cls.__name__}(data, batch_size, seed, device, *, augment, rank, world_size)"
         inner = plugin_call(flag, built, cls, data, config.batch_size, config.seed, device, **common)
-        pipeline = PluginPipeline(inner, flag)
+        pipeline = PluginPipeline(inner, data, flag)
     return DelayedPipeline(pipeline, config.delay_ms) if config.delay_ms > 0 else pipeline

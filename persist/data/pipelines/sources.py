@@ -111,14 +111,18 @@ class JpegSource(ArraySource):
 
 class FolderSource(Source):
     """An image folder: files of any size, each sample cut by its random-resized-crop window to S x S and flipped or
-    not. The window is the folder's training preprocessing, so it is always on (config refuses crop-flip with it)."""
+    not. The window is the folder's training preprocessing, so it is always on (config refuses crop-flip with it).
+
+    `root` is the folder (absolute) and `files` the run's selected training files in it, in sample order (a
+    --train-size subset, as the manifest's image_folder.train_files_sha256 records): a plug-in that reads the folder
+    itself reads these, `source_of(data).files`, never a listing of its own."""
 
     kind = "image folder"
     pixels = "resampled per pipeline: close to the other pipelines' pixels, not bit-identical"
 
     def __init__(self, data: ImageData):
         super().__init__(data, augment=True)
-        self.files, self.image_size = data.train_files, data.image_size
+        self.files, self.image_size, self.root = data.train_files, data.image_size, data.train_root
         self.sizes = torch.tensor(data.train_sizes, dtype=torch.int64)  # each file's (H, W), on the CPU
 
     @property
