@@ -80,7 +80,7 @@ def setup(args: argparse.Namespace):
 def train_epoch(meter, epoch, model, optimizer, loader, device, args) -> None:
     """One epoch of the plain loop; the lines marked `# persist` are all that measuring it takes."""
     with meter.epoch(epoch):  # persist
-        # persist: each use at the optimizer's lr times use.lr_factor, the optimizer's own lr given back after the K
+        # persist: each use's step at the optimizer's lr times use.lr_factor; the scheduler's lr is back after each step
         for (x, y), use in persist.reuse(meter.timed(loader), k=args.k, schedule=args.schedule, optimizer=optimizer):
             if use.k == 1:  # a new batch: one copy feeds its K uses, outside the step (loading, not compute)
                 inputs, targets = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

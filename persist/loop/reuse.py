@@ -1,7 +1,7 @@
 """K-fold reuse and ideal-loading replay for any loader: what persist's trainer does, for a user's own loop.
 
     for (x, y), use in persist.reuse(loader, k=2, schedule="linear", optimizer=optimizer):  # use.k = 1, 2
-        ...  # the step: every param group's lr is the scheduler's times use.lr_factor, given back after the K uses
+        ...; optimizer.step()                                          # at lr x use.lr_factor, during this step only
 
     replayed = persist.replay(loader, batches=8, device=device)        # 8 batches onto the device, once
     for x, y in replayed: ...                                          # len(loader) batches, from the cache
@@ -40,12 +40,10 @@ def reuse(
     work in the loop, pass `device`: the question is then asked once the last step's kernels are done (a CUDA
     event queried, never waited on). Around Meter.timed, the meter times the loop's wait on the prefetch queue.
 
-    With `optimizer`, each use runs with every param group's lr at its current value (as the user's lr scheduler
-    left it) times use.lr_factor, and the group's own lr is put back once the batch's uses are done, or the loop is
-    left (break, an exception): a scheduler stepped between batches or epochs sees, and a checkpoint saves, its own
-    rate. A scheduler stepped inside the uses (at use.k == K, say) changes the scaled rate; that change is kept, as
-    a ratio, on the rate put back."""
-    lr = ScaledLr(optimizer) if optimizer is not None else None
+    With `optimizer`, each optimizer.step() of a use runs at every param group's current lr (as the user's
+    scheduler left it) times use.lr_factor, and the group's lr is put back right after that step, after the loop
+    and when the loop is left early: any scheduler composes with the factors, and a checkpoint or scheduler.step()
+    anywhere in the loop sees the scheduler's own lr, never the scaled one."""
     if k == "auto":
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 2:
             raise ConfigError(f"cap={cap!r} is not allowed: auto needs an integer cap >= 2")
@@ -54,50 +52,46 @@ def reuse(
         if note is not None:
             note(cap, schedule, adaptive=True)
         step_done = StepDone(torch.device(device) if device is not None else torch.device("cpu"))
-        return _reused_while_late(iterable, the_uses, step_done, lr)
-    the_uses = uses(k, schedule)
-    note = getattr(iterable, "note_reuse", None)
-    if note is not None:
-        note(k, schedule)
-    return _reused(iterable, the_uses, lr)
+        pairs = _reused_while_late(iterable, the_uses, step_done)
+    else:
+        the_uses = uses(k, schedule)
+        note = getattr(iterable, "note_reuse", None)
+        if note is not None:
+            note(k, schedule)
+        pairs = _reused(iterable, the_uses)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer={optimizer!r} is not allowed: reuse scales a torch.optim.Optimizer's lr")
+    return pairs if optimizer is None else _scaling_lr(pairs, optimizer)
 
 
-class ScaledLr:
-    """An optimizer's param-group lrs, scaled by one use's factor and given back: the user's scheduler owns them."""
+def _scaling_lr(pairs: Iterator[tuple[object, Use]], optimizer) -> Iterator[tuple[object, Use]]:
+    """`pairs` with each optimizer.step() during a use at the groups' lr x use.lr_factor, and put back after it."""
+    factor = [1.0]  # the use now yielded
+    saved: dict[int, float] = {}  # group index -> the lr it had before the step scaled it
 
-    def __init__(self, optimizer):
-        if not isinstance(getattr(optimizer, "param_groups", None), list):
-            raise ConfigError(f"optimizer={optimizer!r} is not allowed: reuse needs a torch optimizer (param_groups)")
-        self.groups = optimizer.param_groups
-        self.own: list[float] | None = None  # each group's lr as the scheduler left it, while a batch's uses run
-        self.set: list[float] = []  # what this use set
+    def scale(opt, args, kwargs) -> None:
+        for i, group in enumerate(opt.param_groups):
+            saved[i] = group["lr"]
+            group["lr"] = group["lr"] * factor[0]
 
-    def scale(self, factor: float) -> None:
-        if self.own is None:
-            self.own = [group["lr"] for group in self.groups]
-        else:
-            self._carry()
-        self.set = [own * factor for own in self.own]
-        for group, lr in zip(self.groups, self.set, strict=True):
-            group["lr"] = lr
+    def restore(*_) -> None:
+        for i, lr in saved.items():
+            optimizer.param_groups[i]["lr"] = lr
+        saved.clear()
 
-    def _carry(self) -> None:
-        # a scheduler stepped during the uses moved the scaled rate: keep its ratio on the group's own rate
-        moved = zip(self.own, self.groups, self.set, strict=True)
-        self.own = [own * (group["lr"] / lr) if lr else group["lr"] for own, group, lr in moved]
-
-    def restore(self) -> None:
-        if self.own is None:
-            return
-        self._carry()
-        for group, own in zip(self.groups, self.own, strict=True):
-            group["lr"] = own
-        self.own = None
+    hooks = [optimizer.register_step_pre_hook(scale), optimizer.register_step_post_hook(restore)]
+    try:
+        for batch, use in pairs:
+            factor[0] = use.lr_factor
+            yield batch, use
+    finally:  # also when the loop breaks or a step raised between the hooks
+        for hook in hooks:
+            hook.remove()
+        restore()
+        pairs.close()
 
 
-def _reused_while_late(
-    iterable: Iterable, the_uses: list[Use], step_done: StepDone, lr: ScaledLr | None
-) -> Iterator[tuple[object, Use]]:
+def _reused_while_late(iterable: Iterable, the_uses: list[Use], step_done: StepDone) -> Iterator[tuple[object, Use]]:
     inner = getattr(iterable, "iterable", None) if hasattr(iterable, "note_reuse") else None
     # a Meter.timed wrapper: prefetch its loader, and let the meter time the wait on the queue, in this thread
     source = Prefetcher(iter(inner if inner is not None else iterable), device=step_done.device)  # CUDA: own stream
@@ -105,8 +99,6 @@ def _reused_while_late(
     try:
         for batch in batches:
             for taken, use in enumerate(the_uses, start=1):
-                if lr is not None:
-                    lr.scale(use.lr_factor)
                 yield batch, use  # the user's step on it runs here
                 if taken == len(the_uses):
                     break  # the cap
@@ -114,28 +106,14 @@ def _reused_while_late(
                 came, _ = next_ready(source.ready, step_done)
                 if came:
                     break
-            if lr is not None:
-                lr.restore()  # before the next batch is taken: between batches the lr is the scheduler's
     finally:
-        if lr is not None:
-            lr.restore()
         source.close()
 
 
-def _reused(iterable: Iterable, the_uses: list[Use], lr: ScaledLr | None) -> Iterator[tuple[object, Use]]:
-    if lr is None:
-        for batch in iterable:
-            for use in the_uses:
-                yield batch, use
-        return
-    try:
-        for batch in iterable:
-            for use in the_uses:
-                lr.scale(use.lr_factor)
-                yield batch, use
-            lr.restore()  # before the next batch is taken: between batches the lr is the scheduler's
-    finally:
-        lr.restore()
+def _reused(iterable: Iterable, the_uses: list[Use]) -> Iterator[tuple[object, Use]]:
+    for batch in iterable:
+        for use in the_uses:
+            yield batch, use
 
 
 def to_device(batch, device: torch.device):
