@@ -6,11 +6,11 @@ from dataclasses import replace
 
 from rich.console import Console
 
+from conftest import FakeClock
 from persist.cli.progress import EpochProgress, duration_text
 from persist.config import RunConfig
 from persist.runs.run import train_run
 from persist.training.trainer import Trainer
-from tests.conftest import FakeClock
 
 
 def _progress(config, clock):
