@@ -16,10 +16,8 @@ from persist.validation import (
     UNCAPPED_EPOCHS,
     at_least,
     budget_fields,
-    check_device,
     check_folder_options,
     check_pipeline_options,
-    check_seed,
     check_values,
     one_of,
     parse_budget,
@@ -138,11 +136,7 @@ class RunConfig:
         None, "use the first N training samples", none_means="the whole training split", at_least=1
     )
     test_size: int | None = option(None, "use the first N test samples", none_means="the whole test split", at_least=1)
-    loss_reduction: str = option(
-        "sum",
-        "how per-example losses combine (the paper sums them; --dataset imagefolder: mean)",
-        choices=LOSS_REDUCTIONS,
-    )
+    loss_reduction: str = option("sum", "how losses combine (paper: sum; imagefolder: mean)", choices=LOSS_REDUCTIONS)
     delay_ms: float = option(
         0.0, "extra host delay per load, simulating slow storage", allowed="number >= 0", sweep=True
     )
@@ -270,9 +264,7 @@ class RunConfig:
                 one_of(f.name, value, choices)
             elif low is not None and "pipeline" not in f.metadata and (value is not None or f.default is not None):
                 at_least(f.name, value, low)
-        check_values(self)  # the checks across fields, and of values no metadata can say
-        check_device(self.device)
-        check_seed(self.seed)
+        check_values(self)  # the checks across fields, and of values no metadata can say (device, seed, ...)
         check_pipeline_options(self, PIPELINE_OPTIONS)
         check_folder_options(self)
 

@@ -182,6 +182,8 @@ def budget_fields(budget: dict | None, epochs: int | None) -> dict:
 def check_values(config) -> None:
     """A RunConfig's checks across fields and of values its field metadata cannot state (ranges of floats, pairs
     that exclude each other); each is one line naming the value and what is allowed."""
+    check_device(config.device)
+    check_seed(config.seed)
     if config.cudnn_benchmark and config.deterministic:
         raise ConfigError(
             "cudnn_benchmark=True is not allowed with deterministic=True: autotuning picks algorithms by timing, "

@@ -115,10 +115,10 @@ class HostClock:
         self.breaks.add(len(self.starts))
 
     def load_start(self) -> None:
-        pass  # the host's data wait is the CPU's data stall: nothing more to stamp
+        """Nothing to stamp: on the host clock a load's wait is the data stall itself (data_stall_s = data_wait_s)."""
 
     def load_end(self, loaded: bool = True) -> None:
-        pass
+        """As load_start: the host clock has no device timeline to mark."""
 
     def resolve(self) -> StepTimes:
         return sum_intervals(self.starts, self.ends, lambda a, b: b - a, frozenset(self.breaks))
