@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from test_plugins import FolderProbe
 
 from persist.cli import main
 
@@ -109,8 +110,8 @@ def test_whatif_takes_a_plugin_that_declares_prefetches_as_async_and_others_as_s
     assert loader_of_run(plain)[0] == "sync"
 
 
-class FolderReader:
-    """A reader with its own file handling: it keeps what the source says the run selected."""
+class FolderReader(FolderProbe):
+    """A plug-in with its own reader: it takes the folder's root and the run's files, nothing more."""
 
     name = "folder-reader"
     seen: dict | None = None
@@ -120,18 +121,6 @@ class FolderReader:
 
         source = source_of(data)
         FolderReader.seen = {"root": source.root, "files": source.files}
-
-    def __len__(self):
-        return 0
-
-    def epoch(self, epoch):
-        yield from ()
-
-    def describe(self):
-        return {"pipeline": self.name}
-
-    def close(self):
-        pass
 
 
 def test_a_plugin_over_an_image_folder_sees_the_root_and_exactly_the_runs_selected_files(tmp_path, monkeypatch):
