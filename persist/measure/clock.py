@@ -141,6 +141,10 @@ class EmulatedClock(HostClock):
             self.stream.synchronize()  # deliberate sync: the emulated step starts when the batch is on the device
         self.starts.append(self.now())
 
+    def last_start(self) -> float | None:
+        """The last step's start stamp: the emulated step's wait counts from it (training/emulated.py)."""
+        return self.starts[-1] if self.starts else None
+
 
 class CudaEventClock:
     name = "cuda_events"

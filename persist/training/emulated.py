@@ -25,30 +25,47 @@ from persist.records import from_dict, read_manifest, read_records
 
 class DeadlineSleep:
     """Waits `step_s` per call, to a deadline: the time the last sleep ran past its deadline is taken off the next
-    wait, so n calls back to back take n x step_s plus one oversleep, however the loader's gaps fall between them."""
+    wait, so n calls back to back take n x step_s plus one oversleep, however the loader's gaps fall between them.
+    `started()`, where given, is the step clock's stamp of this step's start (EmulatedClock.last_start): the wait
+    counts from it, so the host's own work between the stamp and the wait is inside the step time, not added to it.
+    A stamp from before the last wait ended (another clock timed this step) is not this step's: the wait counts from
+    now."""
 
     def __init__(
-        self, step_s: float, now: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep
+        self,
+        step_s: float,
+        now: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+        started: Callable[[], float | None] | None = None,
     ):
-        self.step_s, self.now, self.sleep = step_s, now, sleep
+        self.step_s, self.now, self.sleep, self.started = step_s, now, sleep, started
         self.late_s = 0.0  # how far the last wait ran past its deadline (negative: it ended early)
+        self.last_end = -math.inf
 
     def __call__(self) -> None:
-        start = self.now()
+        now = self.now()
+        stamped = self.started() if self.started is not None else None
+        start = stamped if stamped is not None and self.last_end <= stamped <= now else now
         deadline = start + self.step_s - self.late_s
-        remaining_s = deadline - start
-        if remaining_s > 0:
-            self.sleep(remaining_s)  # the host sleeps: no core spins
-        self.late_s = self.now() - deadline
+        if deadline > now:
+            self.sleep(deadline - now)  # the host sleeps: no core spins
+        self.last_end = self.now()
+        self.late_s = self.last_end - deadline
 
 
 class EmulatedStep:
     """Trainer.step for an emulated accelerator: one wait of the profile's step time, no forward, backward or update.
     The loss it returns is NaN on the device: nothing was trained."""
 
-    def __init__(self, step_s: float, device: torch.device, wait: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        step_s: float,
+        device: torch.device,
+        wait: Callable[[], None] | None = None,
+        started: Callable[[], float | None] | None = None,
+    ):
         self.step_s = step_s
-        self.wait = wait if wait is not None else DeadlineSleep(step_s)
+        self.wait = wait if wait is not None else DeadlineSleep(step_s, started=started)
         self.loss = torch.full((), math.nan, device=device)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:

@@ -79,8 +79,9 @@ class Trainer:
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
         self.profile = resolve_profile(config)  # --compute emulated: the accelerator emulated; None: real compute
         if self.profile is not None:  # the same train_batch and clocks: each use waits instead of training
-            self.step = EmulatedStep(self.profile.step_s_at(config.batch_size), self.device)
             clock = clock if clock is not None else EmulatedClock(self.device)
+            started = clock.last_start if isinstance(clock, EmulatedClock) else None  # the wait counts from its stamp
+            self.step = EmulatedStep(self.profile.step_s_at(config.batch_size), self.device, started=started)
         # the epoch's measurement (persist/measure/epoch.py), the same engine a Meter around a user's loop uses
         self.measure = EpochMeasure(self.device, clock=clock, sampler=sampler, now=now)
         self.clock, self.sync, self.now = self.measure.clock, self.measure.sync, now
