@@ -81,6 +81,8 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         compile=config.compile,
         compile_s=trainer.compile_s,
         adaptive=config.adaptive,
+        compute=config.compute,
+        emulated=trainer.describe_compute()["emulated"],
         uses_per_load=last["uses_per_load"],
         device=device_name(trainer.device),
         clock=last["clock"],

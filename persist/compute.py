@@ -36,7 +36,7 @@ class ComputeProfile:
 
     def step_s_at(self, batch_size: int) -> float:
         """Seconds per step at another m, in proportion to m (the same seconds per sample-step)."""
-        return self.step_s * batch_size / self.batch_size
+        return self.step_s * (batch_size / self.batch_size)
 
     def describe(self, batch_size: int) -> dict:
         """What the manifest and the bench's extra_info record: the profile and the step time used at `batch_size`."""
