@@ -97,7 +97,7 @@ def test_profiles_extend_from_python_and_from_a_plugin():
         COMPUTE_PROFILES.entries.pop("my-gpu")
         COMPUTE_PROFILES.helps.pop("my-gpu")
     assert named_profile("tests.test_emulated:MINE") == MINE  # package.module:attr, imported
-    with pytest.raises(PluginError, match="expects a persist.compute.ComputeProfile"):
+    with pytest.raises(PluginError, match=r"expects a persist\.compute\.ComputeProfile"):
         check_compute("emulated:tests.test_emulated:LateSleeper")
 
 
@@ -125,7 +125,9 @@ def _run_folder(path, clock: str, compute: str = "real", steps: int = 100, compu
     config = RunConfig(batch_size=64, compute=compute)
     manifest = {"config": config.as_dict(), "clock": clock, "device": "NVIDIA H100 80GB HBM3"}
     (path / "manifest.json").write_text(json.dumps(manifest))
-    record = EpochRecord(1, 1.0, 0.1, compute_s, 0.1, 0.0, steps, steps, 64 * steps, 64 * steps, 1.0, 1.0, 0.5, clock, "x")
+    record = EpochRecord(
+        1, 1.0, 0.1, compute_s, 0.1, 0.0, steps, steps, 64 * steps, 64 * steps, 1.0, 1.0, 0.5, clock, "x"
+    )
     (path / "epochs.jsonl").write_text(json.dumps(record.as_dict()) + "\n")
     return path
 
