@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 
 import pytest
+import torch
 
 from persist.compute import (
     COMPUTE_PROFILES,
@@ -222,3 +223,33 @@ def test_the_emulated_clock_is_the_host_clock_named_emulated():
     clock.step_end()
     times = clock.resolve()
     assert clock.name == "emulated" and times.compute_s == 4.5 and times.gpu_idle_s == 0.5
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_emulated_step_is_timed_by_the_host_clock_and_does_not_drift(tiny_config, tiny_data):
+    config = replace(tiny_config, compute="emulated:5ms@32", persistency=2, epochs=1, device="cuda")
+    trainer = Trainer(config, tiny_data)
+    try:
+        record = trainer.run_epoch(1)
+    finally:
+        trainer.close()
+    assert record.clock == "emulated" and trainer.clock.stream is not None  # it waits for the training stream
+    assert record.compute_s == pytest.approx(record.steps * 5e-3, rel=0.01)
+    assert record.data_stall_s == record.data_wait_s  # no device timeline: the host's wait, as on a CPU
+
+
+def test_each_epoch_starts_its_wait_afresh_and_counts_from_the_clocks_stamps():
+    from persist.training.emulated import emulate
+
+    step, clock = emulate(1e-3, torch.device("cpu"), None)
+    assert isinstance(clock, EmulatedClock) and step.wait.started == clock.last_start
+    step.wait.late_s = 0.5  # an oversleep at the end of the last epoch
+    clock.begin_epoch(4)
+    assert step.wait.late_s == 0.0  # not carried into the new epoch's compute
+    injected = EmulatedStep(1e-3, torch.device("cpu"))
+    other, given = emulate(1e-3, torch.device("cpu"), clock=FakeStepClock())
+    assert isinstance(given, FakeStepClock) and other.wait.started is None and injected.wait.started is None
+
+
+class FakeStepClock:
+    name = "fake"

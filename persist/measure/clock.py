@@ -135,6 +135,12 @@ class EmulatedClock(HostClock):
     def __init__(self, device: torch.device | None = None, now: Callable[[], float] = time.perf_counter):
         super().__init__(now)
         self.stream = torch.cuda.current_stream(device) if device is not None and device.type == "cuda" else None
+        self.on_begin_epoch: list[Callable[[], None]] = []  # the emulated step's wait starts each epoch afresh
+
+    def begin_epoch(self, steps: int) -> None:
+        super().begin_epoch(steps)
+        for call in self.on_begin_epoch:
+            call()
 
     def step_start(self) -> None:
         if self.stream is not None:

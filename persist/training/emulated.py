@@ -20,6 +20,7 @@ import torch
 from persist.compute import ComputeProfile, allowed_text, emulated_spec, named_profile
 from persist.config import RunConfig
 from persist.errors import ConfigError
+from persist.measure.clock import EmulatedClock, StepClock
 from persist.records import from_dict, read_manifest, read_records
 
 
@@ -52,6 +53,10 @@ class DeadlineSleep:
         self.last_end = self.now()
         self.late_s = self.last_end - deadline
 
+    def reset(self) -> None:
+        """A new epoch: no oversleep is carried into it, so each epoch's compute holds its own last one only."""
+        self.late_s = 0.0
+
 
 class EmulatedStep:
     """Trainer.step for an emulated accelerator: one wait of the profile's step time, no forward, backward or update.
@@ -71,6 +76,17 @@ class EmulatedStep:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, loss_sum: torch.Tensor) -> torch.Tensor:
         self.wait()
         return self.loss
+
+
+def emulate(step_s: float, device: torch.device, clock: StepClock | None) -> tuple[EmulatedStep, StepClock]:
+    """The trainer's emulated step and its step clock: an EmulatedClock unless one was given (tests inject theirs);
+    the wait counts from that clock's stamps and starts each epoch afresh."""
+    clock = clock if clock is not None else EmulatedClock(device)
+    if not isinstance(clock, EmulatedClock):
+        return EmulatedStep(step_s, device), clock
+    step = EmulatedStep(step_s, device, started=clock.last_start)
+    clock.on_begin_epoch.append(step.wait.reset)
+    return step, clock
 
 
 def resolve_profile(config: RunConfig) -> ComputeProfile | None:

@@ -24,7 +24,6 @@ from persist.data.images import DeviceImages
 from persist.data.pipelines import make_pipeline
 from persist.errors import DivergedError, PersistError, PipelineError
 from persist.measure import EpochMeasure, EpochTiming, StepClock
-from persist.measure.clock import EmulatedClock
 from persist.measure.machine import device_name
 from persist.measure.nvml import Sampler
 from persist.records import EpochRecord, EvalRecord
@@ -32,7 +31,7 @@ from persist.training.adaptive import Prefetcher, StepDone, train_while_late, us
 from persist.training.counters import RunCounters
 from persist.training.device import resolve_device, set_determinism
 from persist.training.dist import DistContext
-from persist.training.emulated import EmulatedStep, resolve_profile
+from persist.training.emulated import emulate, resolve_profile
 from persist.training.evaluation import counted, evaluate
 from persist.training.models import make_model
 from persist.training.optim import PaperSGD, set_lr
@@ -79,9 +78,7 @@ class Trainer:
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
         self.profile = resolve_profile(config)  # --compute emulated: the accelerator emulated; None: real compute
         if self.profile is not None:  # the same train_batch and clocks: each use waits instead of training
-            clock = clock if clock is not None else EmulatedClock(self.device)
-            started = clock.last_start if isinstance(clock, EmulatedClock) else None  # the wait counts from its stamp
-            self.step = EmulatedStep(self.profile.step_s_at(config.batch_size), self.device, started=started)
+            self.step, clock = emulate(self.profile.step_s_at(config.batch_size), self.device, clock)
         # the epoch's measurement (persist/measure/epoch.py), the same engine a Meter around a user's loop uses
         self.measure = EpochMeasure(self.device, clock=clock, sampler=sampler, now=now)
         self.clock, self.sync, self.now = self.measure.clock, self.measure.sync, now
