@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from persist.compute import COMPUTE_PROFILES
 from persist.errors import ConfigError, PersistError
 from persist.registry import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES, Registry
 from persist.validation import (
@@ -123,7 +124,8 @@ class RunConfig:
         "real",
         "real: train; emulated:SPEC: each use of a batch waits an accelerator's step time on the host instead of "
         "training, loading stays real (docs/emulated.md)",
-        allowed="real, emulated:PROFILE, emulated:module:attr, emulated:12.5ms@256, emulated:RUN_DIR",
+        allowed=f"real, emulated:PROFILE ({', '.join(COMPUTE_PROFILES.names())}), emulated:module:attr, "
+        "emulated:12.5ms@256, emulated:RUN_DIR",
         metavar="real|emulated:SPEC",
         sweep=True,
     )
