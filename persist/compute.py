@@ -73,8 +73,8 @@ PAPER_GTX1080TI = ComputeProfile(
     "fp32",
     2.08e-3,
     32,
-    "derived from the paper's text (Faster SGD training by minibatch persistency, Section 2, Figure 1): 100 epochs "
-    "of CIFAR-10 at m = 32 (50,000/32 = 1,562.5 loads per epoch, 156,250 in all) took about 700 s at K = 1 and "
+    "derived from the paper's text (Faster SGD training by minibatch persistency, Section 2.2 and Figure 1): 100 "
+    "epochs of CIFAR-10 at m = 32 (50,000/32 = 1,562.5 loads per epoch, 156,250 in all) took about 700 s at K = 1 and "
     "2,000 s at K = 5; so 4 extra steps per load cost 1,300 s: step = 1,300/(4 x 156,250) = 2.08 ms, and a load "
     "700/156,250 - 2.08 ms = 2.40 ms; the K = 5 / K = 1 time ratio is 2,000/700 = 2.9",
 )

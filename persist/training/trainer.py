@@ -76,9 +76,9 @@ class Trainer:
         self.compile_s = self._compile() if config.compile else None  # timed on its own, inside no epoch
         self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
-        self.profile = resolve_profile(config)  # --compute emulated: the accelerator emulated; None: real compute
-        if self.profile is not None:  # the same train_batch and clocks: each use waits instead of training
-            self.step, clock = emulate(self.profile.step_s_at(config.batch_size), self.device, clock)
+        self.emulated = resolve_profile(config)  # --compute emulated: the accelerator's ComputeProfile; None: real
+        if self.emulated is not None:  # the same train_batch and clocks: each use waits instead of training
+            self.step, clock = emulate(self.emulated.step_s_at(config.batch_size), self.device, clock)
         # the epoch's measurement (persist/measure/epoch.py), the same engine a Meter around a user's loop uses
         self.measure = EpochMeasure(self.device, clock=clock, sampler=sampler, now=now)
         self.clock, self.sync, self.now = self.measure.clock, self.measure.sync, now
@@ -123,7 +123,7 @@ class Trainer:
     def describe_compute(self) -> dict:
         """Precision, layout and compilation as the manifest records them (compile_s: seconds, outside any epoch)."""
         described = {**self.precision.describe(), "compile": self.config.compile, "compile_s": self.compile_s}
-        return {**described, "emulated": self.profile.describe(self.config.batch_size) if self.profile else None}
+        return {**described, "emulated": self.emulated.describe(self.config.batch_size) if self.emulated else None}
 
     def train_batch(
         self,
@@ -213,7 +213,7 @@ class Trainer:
         measured, loads = timing.measured, timing.loads
         self.counters.add(loads * global_m, steps * global_m, steps, measured.wall_s)
         # deliberate sync, once per epoch; with several ranks the loss is first summed over them. Emulated: no loss
-        train_loss = math.nan if self.profile else self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
+        train_loss = math.nan if self.emulated else self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
         # A non-finite loss is returned, not raised: a training run stops on it (run_epoch), a timing loop records it.
         return {
             "epoch": epoch,
@@ -252,7 +252,7 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Mean per-example test loss and top-1 accuracy, timed on its own (on rank 0 only: it writes the records)."""
-        if not self.dist.is_main or self.profile is not None:  # emulated compute trained nothing: no evaluation
+        if not self.dist.is_main or self.emulated is not None:  # emulated compute trained nothing: no evaluation
             return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
@@ -265,7 +265,7 @@ class Trainer:
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
 
     def check_finite(self, trained: dict) -> None:
-        if not math.isfinite(trained["train_loss"]) and self.profile is None:  # emulated: NaN, nothing trained
+        if not math.isfinite(trained["train_loss"]) and self.emulated is None:  # emulated: NaN, nothing trained
             raise DivergedError(
                 f"train loss became {trained['train_loss']} in epoch {trained['epoch']} (lr={self.config.lr}, "
                 f"schedule {self.config.lr_schedule}, K={self.config.persistency}): the run diverged; "
@@ -280,7 +280,7 @@ class Trainer:
     ) -> EpochRecord:
         """Train and evaluate one epoch. With `on_eval`, the epoch's end is an evaluation point too (the counts are
         those after the epoch, already added by train_epoch)."""
-        on_eval = on_eval if self.profile is None else None  # emulated compute trained nothing: no evaluation
+        on_eval = on_eval if self.emulated is None else None  # emulated compute trained nothing: no evaluation
         trained = self.train_epoch(epoch, on_load, on_eval)
         self.check_finite(trained)
         evaluated = self.evaluate()
