@@ -90,7 +90,7 @@ def imagenet_data(imagenet_config):
 
 @pytest.mark.parametrize("persistency", PERSISTENCIES, ids=[f"K{k}" for k in PERSISTENCIES])
 def bench_imagenet_epoch(benchmark, setup, imagenet_config, imagenet_data, pipeline, persistency):
-    config = replace(imagenet_config, pipeline=pipeline, persistency=persistency)
+    config = replace(imagenet_config, pipeline=pipeline, persistency=persistency, compute=setup.compute)
     benchmark.group = f"imagenet epoch: {pipeline}"
     trainer = Trainer(config, imagenet_data)
     try:

@@ -65,7 +65,7 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
     wall_s = median_of(timed, "wall_s")
     last = timed[-1]
     info = schema.TrainEpoch(
-        **divergence(rounds),
+        **(divergence(rounds) if config.compute == "real" else {}),  # emulated: a NaN loss, nothing trained
         train_loss_last=last["train_loss"],
         pipeline=config.pipeline,
         batch_size=config.batch_size,
@@ -81,6 +81,8 @@ def epoch_extra_info(config: RunConfig, trainer: Trainer, rounds: list[dict], wa
         compile=config.compile,
         compile_s=trainer.compile_s,
         adaptive=config.adaptive,
+        compute=config.compute,
+        emulated=trainer.describe_compute()["emulated"],
         uses_per_load=last["uses_per_load"],
         device=device_name(trainer.device),
         clock=last["clock"],

@@ -73,7 +73,7 @@ def pipeline(request):
 
 @pytest.fixture
 def cell_config(setup, pipeline, batch_size) -> RunConfig:
-    return replace(setup.base, pipeline=pipeline, batch_size=batch_size)
+    return replace(setup.base, pipeline=pipeline, batch_size=batch_size, compute=setup.compute)
 
 
 @pytest.fixture(autouse=True)

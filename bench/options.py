@@ -4,13 +4,13 @@ the --persist-* options, the grid's sizes, each check's time cap, and BenchSetup
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
 from persist.config import PROFILES, RunConfig
-from persist.errors import ConfigError
+from persist.errors import ConfigError, PersistError
 from persist.training.device import resolve_device
 from persist.validation import check_device
 
@@ -87,6 +87,13 @@ def add_options(parser) -> None:
         help="an inconclusive ratio check fails its cell too (for quiet CI machines); by default only a failed one",
     )
     group.addoption(
+        "--persist-compute",
+        default="real",
+        help="real (default) | emulated:SPEC: the training cells' steps wait an accelerator's step time instead of "
+        "training (persist train --compute; docs/emulated.md); the model-only, reference-loop and clock cells stay "
+        "real: they time the model itself",
+    )
+    group.addoption(
         "--persist-train-size",
         type=int,
         default=None,
@@ -103,6 +110,7 @@ class BenchSetup:
     rounds: int
     skip_reason: str | None = None  # set when the requested device does not exist here
     strict: bool = False  # --persist-strict: an inconclusive check fails its cell
+    compute: str = "real"  # --persist-compute: the training cells' compute (persist.compute)
 
 
 def setup_of(config) -> BenchSetup:
@@ -142,4 +150,9 @@ def setup_of(config) -> BenchSetup:
     if rounds < 1:
         raise pytest.UsageError(f"--persist-rounds={rounds} is not allowed: use 1 or more timed rounds")
     strict = config.getoption("--persist-strict")
-    return BenchSetup(profile, device, base, BATCH_SIZES[profile], rounds, skip_reason, strict)
+    compute = config.getoption("--persist-compute")
+    try:
+        replace(base, compute=compute)  # checked now: a bad spec is a usage error, before any cell
+    except PersistError as error:  # a ConfigError, or a plug-in's PluginError
+        raise pytest.UsageError(f"--persist-compute: {error}") from None
+    return BenchSetup(profile, device, base, BATCH_SIZES[profile], rounds, skip_reason, strict, compute)

@@ -52,6 +52,8 @@ _EXPORTS = {
     "register_dataset": "persist.registry",
     "register_lr_schedule": "persist.registry",
     "register_normalization": "persist.registry",
+    "register_compute_profile": "persist.compute",  # --compute emulated:NAME (docs/emulated.md)
+    "ComputeProfile": "persist.compute",
     "ImageData": "persist.data.base",
     "Pipeline": "persist.data.base",
     # image folders: a plug-in pipeline cuts the same windows as the built-ins with rrc_windows

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from persist.compute import COMPUTE_PROFILES
 from persist.errors import ConfigError, PersistError
 from persist.registry import DATASETS, LR_SCHEDULES, MODELS, NORMALIZATIONS, PIPELINES, Registry
 from persist.validation import (
@@ -28,18 +29,8 @@ from persist.validation import (
 )
 
 # the value parsers live in persist.validation; they are imported from here too
-__all__ = [
-    "AUTO_CAP",
-    "BUDGET_UNITS",
-    "UNCAPPED_EPOCHS",
-    "ConfigError",
-    "PersistError",
-    "RunConfig",
-    "budget_fields",
-    "parse_budget",
-    "parse_persistency",
-    "persistency_label",
-]
+__all__ = ["AUTO_CAP", "BUDGET_UNITS", "UNCAPPED_EPOCHS", "ConfigError", "PersistError", "RunConfig"]
+__all__ += ["budget_fields", "parse_budget", "parse_persistency", "persistency_label"]
 
 LOSS_REDUCTIONS = ("sum", "mean")
 AUGMENTS = ("none", "crop-flip")  # persist/data/augment.py
@@ -129,6 +120,15 @@ class RunConfig:
         axis_help="a list of seeds (0,1,2), or a count Nx: seeds 0..N-1 (3x: 0,1,2); 3 alone is the one seed 3",
     )
     device: str = option("auto", "where to train", allowed="auto, cpu, cuda or cuda:N", sweep=True)
+    compute: str = option(
+        "real",
+        "real: train; emulated:SPEC: each use of a batch waits an accelerator's step time on the host instead of "
+        "training, loading stays real (docs/emulated.md)",
+        allowed=f"real, emulated:PROFILE ({', '.join(COMPUTE_PROFILES.names())}), emulated:module:attr, "
+        "emulated:12.5ms@256, emulated:RUN_DIR",
+        metavar="real|emulated:SPEC",
+        sweep=True,
+    )
     width: float = option(
         1.0, "paper-alexnet's channel multiplier (1.0 = the paper's); no other model", allowed="number > 0"
     )

@@ -44,6 +44,7 @@ LEGACY_VALUES = {
     "skip_bad_files": False,
     "preload_size": None,
     "adaptive": False,
+    "compute": "real",
 }
 
 

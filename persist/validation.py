@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
+from persist.compute import check_compute
 from persist.errors import ConfigError
 from persist.registry import Registry
 
@@ -184,10 +185,15 @@ def check_values(config) -> None:
     that exclude each other); each is one line naming the value and what is allowed."""
     check_device(config.device)
     check_seed(config.seed)
+    check_compute(config.compute)  # real, or emulated: a profile, a number, a plug-in (a run folder: at the start)
     if config.cudnn_benchmark and config.deterministic:
         raise ConfigError(
             "cudnn_benchmark=True is not allowed with deterministic=True: autotuning picks algorithms by timing, "
             "which --deterministic rules out; drop one of them"
+        )
+    if config.compute != "real" and config.compile:
+        raise ConfigError(
+            f"compile=True is not allowed with compute={config.compute!r}: an emulated step runs no model"
         )
     if config.storage_dir is not None and config.storage != "jpeg":
         raise ConfigError(f"storage_dir={config.storage_dir!r} needs storage='jpeg', not {config.storage!r}")

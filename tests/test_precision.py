@@ -27,6 +27,7 @@ def test_bf16_channels_last_trains_on_the_cpu_and_the_manifest_says_so(tmp_path)
         "autocast_dtype": "bfloat16",
         "compile": False,
         "compile_s": None,
+        "emulated": None,  # real compute (--compute real)
     }
     record = json.loads((out / "epochs.jsonl").read_text().splitlines()[-1])
     assert record["train_loss"] == pytest.approx(2.3, abs=0.2)

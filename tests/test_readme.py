@@ -28,6 +28,9 @@ def test_the_python_examples_run_as_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(MODELS, "entries", dict(MODELS.entries))  # the examples register names: undo it after
     monkeypatch.setattr(LR_SCHEDULES, "entries", dict(LR_SCHEDULES.entries))
+    from persist.compute import COMPUTE_PROFILES
+
+    monkeypatch.setattr(COMPUTE_PROFILES, "entries", dict(COMPUTE_PROFILES.entries))  # docs/emulated.md registers one
     ran = 0
     for page in [README, *DOCS]:
         for code in _python_blocks(page):

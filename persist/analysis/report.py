@@ -16,6 +16,7 @@ from persist.analysis.claims import claim_lines
 from persist.analysis.compose import checks, composition_markdown, refusals, sources
 from persist.analysis.decomposition import TARGET_FRACTION, cell_table, check_comparable, composed_runs
 from persist.analysis.figures import adaptive_figures, paper_figures, reuse_figures
+from persist.analysis.loading import check_not_mixed, write_loading_report
 from persist.records import load_evals, load_runs, load_unfinished, read_manifest
 from persist.tables import table_console
 
@@ -152,6 +153,8 @@ def verdicts(table: pandas.DataFrame, classes: int = 10) -> list[str]:
 
 def write_report(run_dirs: list[Path], out: Path, target: float | None = None, console: Console | None = None) -> Path:
     epochs, evals = load_runs(run_dirs), load_evals(run_dirs)
+    if check_not_mixed(epochs):  # emulated compute: loading figures only, and why nothing else is judged
+        return write_loading_report(epochs, out, console)
     target_given = target is not None
     check_comparable(epochs)
     found = sources(epochs)  # timing runs -> the runs they borrow convergence from, found once for every use below

@@ -143,6 +143,7 @@ PARAMETER_KEYS = (
     "per_rank_batch_size",
     "ranks",
     "backend",
+    "compute",
 )
 
 
@@ -151,7 +152,7 @@ PARAMETER_KEYS = (
 KIND_NOT_WORK_FIELDS = {"model_only": ("storage", "jpeg_quality")}
 # The bench's options that reach every cell of a workload (bench/options.py's setup.base): a cell that does not
 # record one ran the value the file's other cells of its workload record.
-FILE_KEYS = ("storage", "dataset")
+FILE_KEYS = ("storage", "dataset", "compute")  # compute: an emulated cell never matches a real one
 
 
 def work_parameters(bench: dict, payload: dict) -> dict:

@@ -84,6 +84,8 @@ class TrainEpoch:
     image_size: int | None = None  # the imagenet workload's S (random-resized crops of S x S)
     adaptive: bool = False  # --persistency auto: persistency is the cap, uses_per_load what it chose
     uses_per_load: dict = field(default_factory=dict)
+    compute: str = "real"  # --compute: real, or emulated:SPEC (each step a host wait; nothing trained)
+    emulated: dict | None = None  # emulated: the profile, its source and the step time used (step_s_used)
     diverged: bool = False
     diverged_epoch: int | None = None
     train_loss_last: float | None = None

@@ -124,6 +124,34 @@ class HostClock:
         return sum_intervals(self.starts, self.ends, lambda a, b: b - a, frozenset(self.breaks))
 
 
+class EmulatedClock(HostClock):
+    """The step clock of --compute emulated: the host clock, since the step is a host wait and a CUDA event pair
+    around it would time an idle device (two events back to back, about 0 s). On CUDA each step first waits for the
+    training stream (the batch's copy, a gather), as a real step's kernels queue behind them: that wait lands in the
+    gap before the step, as it does on the CUDA event clock, and the device idles through the step itself."""
+
+    name = "emulated"
+
+    def __init__(self, device: torch.device | None = None, now: Callable[[], float] = time.perf_counter):
+        super().__init__(now)
+        self.stream = torch.cuda.current_stream(device) if device is not None and device.type == "cuda" else None
+        self.on_begin_epoch: list[Callable[[], None]] = []  # the emulated step's wait starts each epoch afresh
+
+    def begin_epoch(self, steps: int) -> None:
+        super().begin_epoch(steps)
+        for call in self.on_begin_epoch:
+            call()
+
+    def step_start(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()  # deliberate sync: the emulated step starts when the batch is on the device
+        self.starts.append(self.now())
+
+    def last_start(self) -> float | None:
+        """The last step's start stamp: the emulated step's wait counts from it (training/emulated.py)."""
+        return self.starts[-1] if self.starts else None
+
+
 class CudaEventClock:
     name = "cuda_events"
 

@@ -237,7 +237,7 @@ def _train(config, out, records, trainer, dist, lock, on_epoch, on_load, on_stag
             write_manifest(out, trainer, "running", writer)
             # an interrupted epoch's evaluations go (it runs again); with no finished epoch, the origin goes too
             keep_evals_through(out, len(records) if records else -1)
-        if not records:  # the same decision on every rank
+        if not records and trainer.emulated is None:  # the same decision on every rank; emulated: nothing to evaluate
             if on_stage is not None:  # a full test set on a CPU takes minutes: say so, and how far it is
                 text = f"evaluating before the first step ({len(trainer.test):,} test images)"
                 trainer.on_eval_batch = lambda done, total: on_stage(text, done, total)

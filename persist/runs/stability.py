@@ -25,7 +25,7 @@ import torch
 
 from persist.config import RunConfig
 from persist.data import ImageData, load_dataset
-from persist.errors import PersistError
+from persist.errors import ConfigError, PersistError
 from persist.measure import NullClock
 from persist.runs.run import save_state_atomic, temporary_of
 from persist.training.trainer import Trainer
@@ -228,6 +228,8 @@ def run_stability(
     """Probe every (normalization, cell, seed) not yet in out/stability.jsonl; return all rows, finished ones
     included. Seeds default to base.seed; each draws its own initial weights and data order. A cell in progress
     keeps its state in out/cells/ (see `probe`), so a killed run resumes inside a long cell."""
+    if base.compute != "real":
+        raise ConfigError(f"compute={base.compute!r}: persist stability reads losses, and an emulated step has none")
     (out / "cells").mkdir(parents=True, exist_ok=True)
     rows = read_rows(out)
     done = {cell_key(r) for r in rows}

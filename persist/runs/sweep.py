@@ -66,7 +66,7 @@ class SweepGrid:
         pipeline's run of the same cell)."""
         if self.timing_epochs is None or config.pipeline == self.pipelines[0] or self.is_check(config):
             return config
-        if config.adaptive:  # its K depends on timing: its convergence cannot come from another pipeline
+        if config.adaptive or config.compute != "real":  # K from timing, or no convergence at all: nothing to compose
             return config
         return replace(config, epochs=min(self.timing_epochs, config.epochs), budget_s=None, budget_sample_steps=None)
 

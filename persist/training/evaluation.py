@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -21,3 +21,13 @@ def evaluate(
         hits = (logits.argmax(dim=1) == y).sum()
         loss_sum, correct = (loss, hits) if loss_sum is None else (loss_sum + loss, correct + hits)
     return loss_sum.item() / n, correct.item() / n  # deliberate sync: the results
+
+
+def counted(batches, total: int, on_batch: Callable[[int, int], None]):
+    """The batches, calling on_batch(images so far, total) as each is taken (queued on a GPU, done on a CPU)."""
+    done = 0
+    for x, y in batches:
+        on_batch(done, total)
+        yield x, y
+        done += len(y)
+    on_batch(done, total)

@@ -31,7 +31,8 @@ from persist.training.adaptive import Prefetcher, StepDone, train_while_late, us
 from persist.training.counters import RunCounters
 from persist.training.device import resolve_device, set_determinism
 from persist.training.dist import DistContext
-from persist.training.evaluation import evaluate
+from persist.training.emulated import emulate, resolve_profile
+from persist.training.evaluation import counted, evaluate
 from persist.training.models import make_model
 from persist.training.optim import PaperSGD, set_lr
 from persist.training.precision import Precision, warm_up_compile
@@ -75,6 +76,9 @@ class Trainer:
         self.compile_s = self._compile() if config.compile else None  # timed on its own, inside no epoch
         self.uses: list[Use] = uses(config.persistency, config.lr_schedule, config.lr)  # the K uses of a batch
         self.step_done = StepDone(self.device)  # --persistency auto: has the device finished the queued step?
+        self.emulated = resolve_profile(config)  # --compute emulated: the accelerator's ComputeProfile; None: real
+        if self.emulated is not None:  # the same train_batch and clocks: each use waits instead of training
+            self.step, clock = emulate(self.emulated.step_s_at(config.batch_size), self.device, clock)
         # the epoch's measurement (persist/measure/epoch.py), the same engine a Meter around a user's loop uses
         self.measure = EpochMeasure(self.device, clock=clock, sampler=sampler, now=now)
         self.clock, self.sync, self.now = self.measure.clock, self.measure.sync, now
@@ -118,7 +122,8 @@ class Trainer:
 
     def describe_compute(self) -> dict:
         """Precision, layout and compilation as the manifest records them (compile_s: seconds, outside any epoch)."""
-        return {**self.precision.describe(), "compile": self.config.compile, "compile_s": self.compile_s}
+        described = {**self.precision.describe(), "compile": self.config.compile, "compile_s": self.compile_s}
+        return {**described, "emulated": self.emulated.describe(self.config.batch_size) if self.emulated else None}
 
     def train_batch(
         self,
@@ -207,8 +212,8 @@ class Trainer:
                 batches.close()  # the prefetch thread stops
         measured, loads = timing.measured, timing.loads
         self.counters.add(loads * global_m, steps * global_m, steps, measured.wall_s)
-        # deliberate sync, once per epoch; with several ranks the loss is first summed over them
-        train_loss = self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
+        # deliberate sync, once per epoch; with several ranks the loss is first summed over them. Emulated: no loss
+        train_loss = math.nan if self.emulated else self.dist.sum_(loss_sum).item() / max(1, steps * global_m)
         # A non-finite loss is returned, not raised: a training run stops on it (run_epoch), a timing loop records it.
         return {
             "epoch": epoch,
@@ -247,20 +252,20 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """Mean per-example test loss and top-1 accuracy, timed on its own (on rank 0 only: it writes the records)."""
-        if not self.dist.is_main:
+        if not self.dist.is_main or self.emulated is not None:  # emulated compute trained nothing: no evaluation
             return {"test_loss": math.nan, "test_acc": math.nan, "eval_s": 0.0}
         self.sync()  # deliberate sync: keep training's queued work out of eval_s
         start = self.now()
         # the unwrapped model: evaluation needs no collective; under the run's autocast and memory layout
         batches = ((self.precision.inputs(x), y) for x, y in self.test.in_order(self.config.eval_batch_size))
         if self.on_eval_batch is not None:
-            batches = _counted(batches, len(self.test), self.on_eval_batch)
+            batches = counted(batches, len(self.test), self.on_eval_batch)
         with self.precision.autocast():
             test_loss, test_acc = evaluate(self.model, batches, len(self.test))
         return {"test_loss": test_loss, "test_acc": test_acc, "eval_s": self.now() - start}
 
     def check_finite(self, trained: dict) -> None:
-        if not math.isfinite(trained["train_loss"]):
+        if not math.isfinite(trained["train_loss"]) and self.emulated is None:  # emulated: NaN, nothing trained
             raise DivergedError(
                 f"train loss became {trained['train_loss']} in epoch {trained['epoch']} (lr={self.config.lr}, "
                 f"schedule {self.config.lr_schedule}, K={self.config.persistency}): the run diverged; "
@@ -275,6 +280,7 @@ class Trainer:
     ) -> EpochRecord:
         """Train and evaluate one epoch. With `on_eval`, the epoch's end is an evaluation point too (the counts are
         those after the epoch, already added by train_epoch)."""
+        on_eval = on_eval if self.emulated is None else None  # emulated compute trained nothing: no evaluation
         trained = self.train_epoch(epoch, on_load, on_eval)
         self.check_finite(trained)
         evaluated = self.evaluate()
@@ -287,13 +293,3 @@ class Trainer:
         self.pipeline.close()
         self.measure.close()
         self._forward = self.model  # release DDP (and its reducer's hold on the process group) before teardown
-
-
-def _counted(batches, total: int, on_batch: Callable[[int, int], None]):
-    """The batches, calling on_batch(images so far, total) as each is taken (queued on a GPU, done on a CPU)."""
-    done = 0
-    for x, y in batches:
-        on_batch(done, total)
-        yield x, y
-        done += len(y)
-    on_batch(done, total)
