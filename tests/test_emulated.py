@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,7 +91,8 @@ def test_the_paper_profile_gives_back_the_papers_times():
 MINE = ComputeProfile("my-gpu", "my GPU", "resnet18", 224, "bf16", 0.01, 128, "measured by me")
 
 
-def test_profiles_extend_from_python_and_from_a_plugin():
+def test_profiles_extend_from_python_and_from_a_plugin(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))  # `tests` importable as a package, as users' code is
     register_compute_profile(MINE)
     try:
         assert RunConfig(compute="emulated:my-gpu").compute == "emulated:my-gpu"
